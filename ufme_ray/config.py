@@ -1,0 +1,215 @@
+"""One validated settings model for the whole engine.
+
+Sources, highest priority first: explicit keyword arguments, environment variables
+(`UFME_<FIELD>`, nested with `__`: `UFME_THRESHOLDS__SIMILARITY_MIN=0.5`), a YAML file
+(`UfmeSettings.from_yaml`). Every model forbids unknown keys so a typo fails at start instead
+of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """Settings failed validation; the message names every bad field and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelChoice(_Strict):
+    """Which model of the manifest runs each stage (names from `ufme-ray models list`)."""
+
+    detector: str = Field("yunet_2023mar", description="Face detector (boxes + 5 landmarks).")
+    quality: str | None = Field("lightqnet_dm100", description="Face quality model; null disables the stage.")
+    liveness: list[str] = Field(
+        default_factory=lambda: ["minifasnet_v2", "minifasnet_v1se"],
+        description="PAD models; their live probabilities are averaged. Empty disables the stage.",
+    )
+    morph: str | None = Field(None, description="Morph-attack detector; null reports 'not_configured'.")
+    embedder: str = Field("mobilefacenet_foamliu", description="Recognition model producing the template.")
+
+
+class Thresholds(_Strict):
+    """Decision thresholds. `None` means: the default the model manifest gives for the chosen model."""
+
+    liveness_min: float | None = Field(None, ge=0, le=1, description="A face is live if its live score >= this.")
+    morph_max: float | None = Field(None, ge=0, le=1, description="A face is bona fide if its morph score < this.")
+    quality_min: float | None = Field(None, ge=0, le=1, description="A face is usable if its quality >= this.")
+    similarity_min: float | None = Field(
+        None, ge=-1, le=1, description="Cosine similarity at or above which two faces match."
+    )
+    detection_min: float | None = Field(None, ge=0, le=1, description="Detector score for a face to count.")
+
+
+class DetectionSettings(_Strict):
+    nms_iou: float = Field(0.4, gt=0, lt=1, description="IoU above which overlapping boxes are merged.")
+    min_face_px: PositiveInt = Field(20, description="Faces whose shorter box side is below this are ignored.")
+    max_faces: PositiveInt = Field(50, description="At most this many faces are returned per image (largest first).")
+
+
+class ImageLimits(_Strict):
+    max_bytes: PositiveInt = Field(10_000_000, description="Encoded images larger than this are refused (413).")
+    max_pixels: PositiveInt = Field(
+        40_000_000, description="Images whose header declares more pixels are refused before decoding (413)."
+    )
+    min_side_px: PositiveInt = Field(16, description="Images smaller than this on either side are refused (400).")
+
+
+class RuntimeSettings(_Strict):
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime threads per session; 0 lets onnxruntime choose (all cores)."
+    )
+    verify_checksums: bool = Field(True, description="Check each model file's sha256 against the manifest on load.")
+
+
+class IndexSettings(_Strict):
+    """How a shard indexes its templates (exact while small, IVF-PQ with exact rerank once large)."""
+
+    exact_max_vectors: PositiveInt = Field(
+        50_000, description="Up to this many live vectors a shard uses an exact IndexFlatIP."
+    )
+    pq_bytes_per_vector: PositiveInt | None = Field(
+        None, description="PQ code size in bytes; None: 32 for d<=128, 64 above (about 64 B/vector at 512-d)."
+    )
+    nlist: PositiveInt | None = Field(None, description="IVF lists; None: about 4*sqrt(N), capped by training size.")
+    nprobe: PositiveInt = Field(256, description="IVF lists visited per query.")
+    rerank_candidates: PositiveInt = Field(100, description="PQ candidates re-scored exactly per query.")
+    rerank_store: Literal["ram", "mmap"] = Field(
+        "ram", description="Where the float16 rerank vectors live: in RAM, or memory-mapped from local disk."
+    )
+    train_sample_max: PositiveInt = Field(
+        200_000, description="At most this many vectors train the IVF-PQ quantisers."
+    )
+
+
+class LogSettings(_Strict):
+    group_commit_window_s: NonNegativeFloat = Field(
+        0.005, description="Appends arriving within this window share one durable segment write."
+    )
+    group_commit_max_events: PositiveInt = Field(4096, description="A group commit flushes at this many events.")
+
+
+class GallerySettings(_Strict):
+    num_shards: PositiveInt = Field(2, description="Shards; a subject lives on hash(subject_id) mod num_shards.")
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+def _default_data_dir() -> Path:
+    return Path.cwd() / "ufme-data"
+
+
+def _default_model_dir() -> Path:
+    return Path.home() / ".cache" / "ufme-ray" / "models"
+
+
+class UfmeSettings(BaseSettings):
+    """Everything the engine needs to start. Invalid values fail at start (`ConfigError`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="UFME_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    model_dir: Path = Field(
+        default_factory=_default_model_dir,
+        description="Folder holding the ONNX files (UFME_MODEL_DIR; `ufme-ray models pull` fills it).",
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Local folder for embedded-default state."
+    )
+    storage_uri: str | None = Field(
+        None,
+        description="Root of all durable state: file:///… or s3://bucket/prefix?endpoint_override=…; "
+        "None: file:// under data_dir/store.",
+    )
+    models: ModelChoice = Field(default_factory=ModelChoice)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    image: ImageLimits = Field(default_factory=ImageLimits)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    gallery: GallerySettings = Field(default_factory=GallerySettings)
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _storage_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("file://", "s3://")):
+            raise ValueError(f"storage_uri {value!r} must start with file:// or s3://")
+        return value
+
+    @model_validator(mode="after")
+    def _liveness_unique(self) -> "UfmeSettings":
+        if len(set(self.models.liveness)) != len(self.models.liveness):
+            raise ValueError(f"models.liveness {self.models.liveness} names a model twice")
+        return self
+
+    @property
+    def resolved_storage_uri(self) -> str:
+        if self.storage_uri is not None:
+            return self.storage_uri
+        return (self.data_dir.resolve() / "store").as_uri()
+
+    @classmethod
+    def load(cls, yaml_path: str | Path | None = None, **overrides: Any) -> "UfmeSettings":
+        """Build settings from an optional YAML file, the environment and overrides.
+
+        Raises ConfigError with every bad field named.
+        """
+        values: dict[str, Any] = {}
+        if yaml_path is not None:
+            try:
+                loaded = yaml.safe_load(Path(yaml_path).read_text())
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"cannot read settings file {yaml_path}: {exc}") from exc
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ConfigError(f"settings file {yaml_path} must hold a mapping, not {type(loaded).__name__}")
+            values = loaded or {}
+        try:
+            # The environment outranks the file, explicit overrides outrank both.
+            merged = _deep_merge(_deep_merge(values, EnvSettingsSource(cls)()), overrides)
+            return cls(**merged)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc)) from exc
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = ["invalid UFME-Ray settings:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> UfmeSettings:
+    """The process-wide settings from the environment (and UFME_CONFIG, a YAML path, if set)."""
+    import os
+
+    return UfmeSettings.load(os.environ.get("UFME_CONFIG"))
