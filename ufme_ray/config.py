@@ -95,6 +95,11 @@ class IndexSettings(_Strict):
     rerank_store: Literal["ram", "mmap"] = Field(
         "ram", description="Where the float16 rerank vectors live: in RAM, or memory-mapped from local disk."
     )
+    rerank_dir: Path | None = Field(
+        None,
+        description="Local folder for memory-mapped rerank stores (rerank_store='mmap'); "
+        "None: a new temporary folder per shard.",
+    )
     train_sample_max: PositiveInt = Field(
         200_000, description="At most this many vectors train the IVF-PQ quantisers."
     )
@@ -131,6 +136,9 @@ class UfmeSettings(BaseSettings):
     model_dir: Path = Field(
         default_factory=_default_model_dir,
         description="Folder holding the ONNX files (UFME_MODEL_DIR; `ufme-ray models pull` fills it).",
+    )
+    model_manifest: Path | None = Field(
+        None, description="An extra manifest YAML (same schema as the packaged one) whose models are added."
     )
     data_dir: Path = Field(
         default_factory=_default_data_dir, description="Local folder for embedded-default state."

@@ -73,7 +73,8 @@ class Manifest(_Strict):
     @field_validator("models", mode="before")
     @classmethod
     def _names(cls, value: dict) -> dict:
-        return {name: {"name": name, **spec} for name, spec in value.items()}
+        # In YAML the name is the key; fill it into each entry (entries already parsed keep theirs).
+        return {name: spec if isinstance(spec, ModelSpec) else {"name": name, **spec} for name, spec in value.items()}
 
     def get(self, name: str, kind: ModelKind | None = None) -> ModelSpec:
         """The spec named `name`; raises UnknownModelError for an unknown name or a kind mismatch."""

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ufme_ray.config import UfmeSettings
+from ufme_ray.vision.detector import FaceDetector
+from ufme_ray.vision.manifest import packaged_manifest
+from ufme_ray.vision.onnx_model import load_session
+from ufme_ray.vision.pipeline import Pipeline
+
+
+@pytest.fixture(scope="session")
+def settings(model_dir: Path, tmp_path_factory) -> UfmeSettings:
+    return UfmeSettings(model_dir=model_dir, data_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def pipeline(settings: UfmeSettings) -> Pipeline:
+    """The default model set, loaded once per test session."""
+    return Pipeline.from_settings(settings)
+
+
+@pytest.fixture(scope="session", params=["yunet_2023mar", "scrfd_500m"])
+def detector(request, settings: UfmeSettings) -> FaceDetector:
+    spec = packaged_manifest().get(request.param, "detector")
+    return FaceDetector(spec, load_session(settings.model_dir, spec, settings.runtime), settings.detection, spec.default_threshold)
+
+
+def read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def single_identity_photos(faces_dir: Path) -> list[Path]:
+    lfw = sorted(faces_dir.glob("lfw/*/*.jpg"))
+    deepface = sorted(p for p in faces_dir.glob("deepface/id*/*.jpg"))
+    pad = sorted(faces_dir.glob("pad/*/*.jpg"))
+    return lfw + deepface + pad

@@ -1,0 +1,50 @@
+"""Typed errors of the vision layer. Each image error carries the HTTP status a client should see."""
+
+from __future__ import annotations
+
+
+class VisionError(Exception):
+    """Base of every error raised by `ufme_ray.vision`."""
+
+
+class ImageError(VisionError):
+    """The client sent an image we refuse; `code` is a stable machine-readable reason."""
+
+    http_status = 400
+    code = "bad_image"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class EmptyImageError(ImageError):
+    code = "empty_image"
+
+
+class UnsupportedImageError(ImageError):
+    """Not an image at all, or a format we do not accept."""
+
+    http_status = 415
+    code = "unsupported_image_type"
+
+
+class CorruptImageError(ImageError):
+    """Recognised as an image, but truncated or damaged."""
+
+    code = "corrupt_image"
+
+
+class ImageTooLargeError(ImageError):
+    """Over the byte or pixel limit (decompression bombs land here before any full decode)."""
+
+    http_status = 413
+    code = "image_too_large"
+
+
+class ImageTooSmallError(ImageError):
+    code = "image_too_small"
+
+
+class ModelLoadError(VisionError):
+    """A model file could not be loaded into onnxruntime."""

@@ -1,0 +1,109 @@
+"""Model factory: config names -> manifest entries -> the class that runs each family.
+
+Selection is by explicit name and family; anything unknown raises instead of guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ufme_ray.config import UfmeSettings
+from ufme_ray.vision.detector import FaceDetector
+from ufme_ray.vision.gates import ResolvedThresholds
+from ufme_ray.vision.manifest import Manifest, ModelSpec, UnknownModelError, load_manifest, packaged_manifest
+from ufme_ray.vision.onnx_model import load_session
+from ufme_ray.vision.stages import Embedder, LivenessEnsemble, MorphModel, PadModel, QualityModel
+
+DETECTOR_FAMILIES = {"yunet", "scrfd"}
+QUALITY_FAMILIES = {"lightqnet"}
+LIVENESS_FAMILIES = {"minifasnet"}
+MORPH_FAMILIES = {"onnx_mad"}
+EMBEDDER_FAMILIES = {"arcface"}
+
+
+def manifest_for(settings: UfmeSettings) -> Manifest:
+    """The packaged manifest, plus the models of `settings.model_manifest` if one is configured."""
+    manifest = packaged_manifest()
+    if settings.model_manifest is None:
+        return manifest
+    extra = load_manifest(settings.model_manifest)
+    return Manifest(models={**manifest.models, **extra.models})
+
+
+def _spec(manifest: Manifest, name: str, kind: str, families: set[str]) -> ModelSpec:
+    spec = manifest.get(name, kind)
+    if spec.family not in families:
+        raise UnknownModelError(
+            f"model {name!r} is of family {spec.family!r}, which UFME-Ray cannot run as a {kind} "
+            f"(supported: {', '.join(sorted(families))})"
+        )
+    return spec
+
+
+@dataclass(frozen=True)
+class ModelSpecs:
+    """The manifest entries the settings select, validated before any file is opened."""
+
+    detector: ModelSpec
+    quality: ModelSpec | None
+    liveness: list[ModelSpec]
+    morph: ModelSpec | None
+    embedder: ModelSpec
+
+    @classmethod
+    def from_settings(cls, settings: UfmeSettings) -> "ModelSpecs":
+        manifest = manifest_for(settings)
+        choice = settings.models
+        return cls(
+            detector=_spec(manifest, choice.detector, "detector", DETECTOR_FAMILIES),
+            quality=_spec(manifest, choice.quality, "quality", QUALITY_FAMILIES) if choice.quality else None,
+            liveness=[_spec(manifest, name, "liveness", LIVENESS_FAMILIES) for name in choice.liveness],
+            morph=_spec(manifest, choice.morph, "morph", MORPH_FAMILIES) if choice.morph else None,
+            embedder=_spec(manifest, choice.embedder, "embedder", EMBEDDER_FAMILIES),
+        )
+
+    @property
+    def names(self) -> list[str]:
+        chosen = [self.detector, self.quality, *self.liveness, self.morph, self.embedder]
+        return [spec.name for spec in chosen if spec is not None]
+
+    def thresholds(self, settings: UfmeSettings) -> ResolvedThresholds:
+        return ResolvedThresholds.resolve(
+            settings.thresholds,
+            detector=self.detector,
+            embedder=self.embedder,
+            quality=self.quality,
+            liveness=self.liveness,
+            morph=self.morph,
+        )
+
+
+def load_detector(settings: UfmeSettings, specs: ModelSpecs, thresholds: ResolvedThresholds) -> FaceDetector:
+    session = load_session(settings.model_dir, specs.detector, settings.runtime)
+    return FaceDetector(specs.detector, session, settings.detection, thresholds.detection_min)
+
+
+def load_quality(settings: UfmeSettings, specs: ModelSpecs) -> QualityModel | None:
+    if specs.quality is None:
+        return None
+    return QualityModel(specs.quality, load_session(settings.model_dir, specs.quality, settings.runtime))
+
+
+def load_liveness(settings: UfmeSettings, specs: ModelSpecs) -> LivenessEnsemble | None:
+    if not specs.liveness:
+        return None
+    members = [
+        PadModel(spec, load_session(settings.model_dir, spec, settings.runtime, dynamic_batch=True))
+        for spec in specs.liveness
+    ]
+    return LivenessEnsemble(members)
+
+
+def load_morph(settings: UfmeSettings, specs: ModelSpecs) -> MorphModel | None:
+    if specs.morph is None:
+        return None
+    return MorphModel(specs.morph, load_session(settings.model_dir, specs.morph, settings.runtime, dynamic_batch=True))
+
+
+def load_embedder(settings: UfmeSettings, specs: ModelSpecs) -> Embedder:
+    return Embedder(specs.embedder, load_session(settings.model_dir, specs.embedder, settings.runtime, dynamic_batch=True))
