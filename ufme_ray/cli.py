@@ -8,7 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ufme_ray.config import ConfigError, UfmeSettings
+from ufme_ray.serving.cluster import ClusterError
 from ufme_ray.vision.errors import ImageError, VisionError
 
 logger = logging.getLogger("ufme_ray")
@@ -104,6 +107,98 @@ def cmd_models(args: argparse.Namespace) -> int:
     return model_store.pull_exit_code(results)
 
 
+def _serve_config_path(given: Path | None) -> Path:
+    candidates = [given] if given else [Path("serve_config.yaml"), Path(__file__).resolve().parents[1] / "serve_config.yaml"]
+    for candidate in candidates:
+        if candidate is not None and candidate.is_file():
+            return candidate
+    raise ConfigError(f"serve config not found (looked at {', '.join(map(str, candidates))}); pass --serve-config")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ufme_ray.serving import cluster
+
+    settings = _settings(args)
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {
+        "model_dir": str(Path(settings.model_dir).resolve()),
+        "data_dir": str(data_dir),
+        "storage_uri": settings.resolved_storage_uri,
+    }
+    if settings.demo_dir is not None:
+        overrides["demo_dir"] = str(settings.demo_dir.resolve())
+    if args.shards is not None:
+        overrides["gallery"] = {"num_shards": args.shards}
+    config = cluster.render_serve_config(_serve_config_path(args.serve_config), overrides)
+    config.setdefault("http_options", {})["port"] = args.port
+    token = cluster.ensure_auth_token()
+    address = args.address or f"http://127.0.0.1:{args.dashboard_port}"
+    if args.address is None:
+        print(f"starting a local Ray head (token auth on, metrics on port {args.metrics_port}) ...", flush=True)
+        cluster.start_local_head(num_cpus=args.num_cpus, dashboard_port=args.dashboard_port, metrics_port=args.metrics_port)
+    client = cluster.DashboardClient(address, token)
+    print(f"deploying the Serve application to {address} ...", flush=True)
+    client.deploy(config)
+    url = f"http://127.0.0.1:{args.port}"
+    with tqdm(desc="waiting for /ready", unit="s", bar_format="{desc}: {elapsed} {postfix}") as bar:
+        cluster.wait_until_ready(url, timeout_s=args.timeout_s, on_wait=lambda last: bar.set_postfix_str(last[:60]) or bar.update())
+    print(f"UFME-Ray is ready at {url} (OpenAPI: {url}/docs)")
+    print(f"data: {data_dir}   storage: {settings.resolved_storage_uri}")
+    if args.address is None:
+        print(f"metrics: http://127.0.0.1:{args.metrics_port}/metrics   dashboard: {address}")
+    print("Ray token auth is on: run `export RAY_AUTH_MODE=token` before `serve status` or `ray job submit`.")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from ufme_ray.serving import cluster
+
+    address = args.address or f"http://127.0.0.1:{args.dashboard_port}"
+    client = cluster.DashboardClient(address, cluster.ensure_auth_token())
+    if client.reachable():
+        client.shutdown()
+        print(f"removed the Serve applications from {address}")
+    if args.address is None:
+        cluster.stop_local_ray()
+        print("stopped the local Ray cluster (the gallery stays in its storage)")
+    else:
+        print("the shard actors (detached) keep running on that cluster; the next deploy reuses them")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import httpx
+
+    settings = _settings(args)
+    folder = Path(args.folder or settings.demo_dir or "")
+    if not folder.is_dir():
+        raise ConfigError(f"demo folder {folder} not found: pass --folder or set UFME_DEMO_DIR")
+    subjects = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    enrolled = templates = 0
+    skipped: list[dict] = []
+    with httpx.Client(base_url=args.url, timeout=600) as http, tqdm(total=len(subjects), desc="demo gallery", unit="subject") as bar:
+        for start in range(0, len(subjects), args.chunk):
+            chunk = subjects[start : start + args.chunk]
+            body = {"folder": str(folder.resolve()), "subjects": chunk, "images_per_subject": args.images_per_subject}
+            response = http.post("/api/v1/demo/load", json=body)
+            if response.status_code != 200:
+                print(f"demo load failed: HTTP {response.status_code}: {response.text[:500]}", file=sys.stderr)
+                return 1
+            report = response.json()
+            enrolled += report["subjects_enrolled"]
+            templates += report["templates_enrolled"]
+            skipped += report["skipped"]
+            bar.update(len(chunk))
+        print(f"enrolled {enrolled} subjects ({templates} templates) from {folder}; {len(skipped)} photos skipped")
+        probe = next((p for s in subjects for p in sorted((folder / s).iterdir())[args.images_per_subject:][:1]), None)
+        if probe is not None:
+            answer = http.post("/api/v1/identify", files={"image": (probe.name, probe.read_bytes())}, data={"top_k": "3"})
+            decision = answer.json()["faces"][0]["decision"] if answer.status_code == 200 and answer.json()["faces"] else answer.text
+            print(f"identify {probe.parent.name}/{probe.name}: {decision}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ufme-ray", description="UFME-Ray face-matching engine")
     parser.add_argument("--config", type=Path, help="settings YAML (environment UFME_* overrides it)")
@@ -136,6 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
     for sub in (model_commands.choices["list"], verify, pull):
         sub.set_defaults(handler=cmd_models, names=getattr(sub, "names", None))
+    up = commands.add_parser("up", help="start (or use) a Ray cluster, deploy the service, wait until ready")
+    up.add_argument("--address", help="dashboard URL of an existing cluster (default: start a local head)")
+    up.add_argument("--serve-config", type=Path, help="Serve config (default: ./serve_config.yaml)")
+    up.add_argument("--num-cpus", type=int, help="CPUs of the local head (default: all)")
+    up.add_argument("--shards", type=int, help="number of gallery shards (default: the serve config's)")
+    up.add_argument("--port", type=int, default=8000, help="HTTP port of the service")
+    up.add_argument("--dashboard-port", type=int, default=8265)
+    up.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port of the local node")
+    up.add_argument("--timeout-s", type=float, default=600)
+    up.set_defaults(handler=cmd_up)
+
+    down = commands.add_parser("down", help="remove the service (and stop the local Ray started by `up`)")
+    down.add_argument("--address", help="dashboard URL of an existing cluster (default: the local head)")
+    down.add_argument("--dashboard-port", type=int, default=8265)
+    down.set_defaults(handler=cmd_down)
+
+    demo = commands.add_parser("demo", help="load the demo gallery (progress bar) and run one identify")
+    demo.add_argument("--url", default="http://127.0.0.1:8000")
+    demo.add_argument("--folder", help="<subject>/<image> photo folder (default: UFME_DEMO_DIR)")
+    demo.add_argument("--images-per-subject", type=int, default=1)
+    demo.add_argument("--chunk", type=int, default=10, help="subjects per request")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -152,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     except VisionError as exc:
         print(f"ufme-ray: {exc}", file=sys.stderr)
         return 2
+    except ClusterError as exc:
+        print(f"ufme-ray: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

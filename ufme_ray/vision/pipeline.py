@@ -95,6 +95,35 @@ class ImageAnalysis:
         }
 
 
+def assemble_faces(
+    faces: list[DetectedFace],
+    quality: np.ndarray | None,
+    liveness: np.ndarray | None,
+    morph: np.ndarray | None,
+    embeddings: np.ndarray,
+    thresholds: ResolvedThresholds,
+) -> list[FaceAnalysis]:
+    """Per-face records from each stage's scores (None: stage not configured) and the gates."""
+    analyses = []
+    for i, face in enumerate(faces):
+        q = None if quality is None else float(quality[i])
+        live = None if liveness is None else float(liveness[i])
+        m = None if morph is None else float(morph[i])
+        analyses.append(
+            FaceAnalysis(
+                box=face.box,
+                landmarks=face.landmarks,
+                detection_score=face.score,
+                quality=q,
+                liveness=live,
+                morph=m,
+                embedding=embeddings[i],
+                gates=evaluate_gates(thresholds, quality=q, liveness=live, morph=m),
+            )
+        )
+    return analyses
+
+
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine of two L2-normalised embeddings."""
     return float(np.clip(np.dot(a, b), -1.0, 1.0))
@@ -176,24 +205,7 @@ class Pipeline:
         liveness = self._run(self.liveness, located)
         morph = self._run(self.morph, located)
         embeddings = self.embedder.run([self.embedder.crop(image.bgr, face) for image, face in located])
-        analyses = []
-        for i, (_, face) in enumerate(located):
-            q = None if quality is None else float(quality[i])
-            live = None if liveness is None else float(liveness[i])
-            m = None if morph is None else float(morph[i])
-            analyses.append(
-                FaceAnalysis(
-                    box=face.box,
-                    landmarks=face.landmarks,
-                    detection_score=face.score,
-                    quality=q,
-                    liveness=live,
-                    morph=m,
-                    embedding=embeddings[i],
-                    gates=evaluate_gates(self.thresholds, quality=q, liveness=live, morph=m),
-                )
-            )
-        return analyses
+        return assemble_faces([face for _, face in located], quality, liveness, morph, embeddings, self.thresholds)
 
     @staticmethod
     def _run(stage, located) -> np.ndarray | None:

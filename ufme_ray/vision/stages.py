@@ -31,7 +31,17 @@ class _OnnxStage:
         return self.session.run(None, {self._input_name: to_tensor(crops, self.spec.preprocess)})[0]
 
 
-def _model_crop(spec: ModelSpec, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
+def quality_crop(spec: ModelSpec, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
+    """LightQNet's own 3-point aligned crop."""
+    return align_lightqnet(image_bgr, face.landmarks, spec.preprocess.size[0])
+
+
+def embedder_crop(spec: ModelSpec, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
+    """The ArcFace-aligned crop every recognition model takes."""
+    return align_arcface(image_bgr, face.landmarks, spec.preprocess.size[0])
+
+
+def model_crop(spec: ModelSpec, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
     """The crop a PAD or MAD model expects, per its manifest `crop` spec."""
     crop = spec.crop
     size = spec.preprocess.size
@@ -48,7 +58,7 @@ class QualityModel(_OnnxStage):
     expected_kind = "quality"
 
     def crop(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
-        return align_lightqnet(image_bgr, face.landmarks, self.spec.preprocess.size[0])
+        return quality_crop(self.spec, image_bgr, face)
 
     def run(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
@@ -62,7 +72,7 @@ class PadModel(_OnnxStage):
     expected_kind = "liveness"
 
     def crop(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
-        return _model_crop(self.spec, image_bgr, face)
+        return model_crop(self.spec, image_bgr, face)
 
     def run(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
@@ -102,7 +112,7 @@ class MorphModel(_OnnxStage):
     expected_kind = "morph"
 
     def crop(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
-        return _model_crop(self.spec, image_bgr, face)
+        return model_crop(self.spec, image_bgr, face)
 
     def run(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
@@ -123,7 +133,7 @@ class Embedder(_OnnxStage):
         return int(self.spec.embedding_dim)
 
     def crop(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
-        return align_arcface(image_bgr, face.landmarks, self.spec.preprocess.size[0])
+        return embedder_crop(self.spec, image_bgr, face)
 
     def run(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:

@@ -1,0 +1,101 @@
+"""One real local Ray cluster and one deployed UFME-Ray service per test session.
+
+The service is deployed exactly as `ufme-ray up` deploys it: serve_config.yaml rendered with the
+test's settings, PUT to the dashboard's Serve REST API with the cluster's auth token, then
+polled on /ready. Tests talk to it over real HTTP.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+
+from tests.conftest import REPO_ROOT
+from ufme_ray.serving import cluster
+from ufme_ray.serving.shard_actor import NAMESPACE, shard_actor_name
+
+NUM_SHARDS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    def __init__(self, url: str, dashboard: cluster.DashboardClient, base_config: dict, metrics_port: int, storage_uri: str):
+        self.url = url
+        self.dashboard = dashboard
+        self.base_config = base_config
+        self.metrics_port = metrics_port
+        self.storage_uri = storage_uri
+        self.http = httpx.Client(base_url=url, timeout=120)
+
+    def deploy(self, gateway_user_config: dict | None = None) -> None:
+        """(Re)deploy; with a user_config only the Gateway's config changes (no replica restart)."""
+        config = copy.deepcopy(self.base_config)
+        if gateway_user_config is not None:
+            app = config["applications"][0]
+            gateway = next(d for d in app["deployments"] if d["name"] == "Gateway")
+            gateway["user_config"] = gateway_user_config
+        self.dashboard.deploy(config)
+
+    def wait_ready(self, timeout_s: float = 300) -> dict:
+        return cluster.wait_until_ready(self.url, timeout_s=timeout_s)
+
+    def gateway_user_config(self) -> dict:
+        app = self.base_config["applications"][0]
+        return copy.deepcopy(next(d for d in app["deployments"] if d["name"] == "Gateway")["user_config"])
+
+    def shard(self, index: int):
+        return ray.get_actor(shard_actor_name(index), namespace=NAMESPACE)
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    dashboard_port, metrics_port = free_port(), free_port()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_port=dashboard_port,
+        _metrics_export_port=metrics_port,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+    )
+    yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "metrics_port": metrics_port}
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> Service:
+    data_dir = tmp_path_factory.mktemp("service-data")
+    storage_uri = (data_dir / "store").as_uri()
+    port = free_port()
+    config = cluster.render_serve_config(
+        REPO_ROOT / "serve_config.yaml",
+        {
+            "model_dir": str(model_dir),
+            "data_dir": str(data_dir),
+            "storage_uri": storage_uri,
+            "demo_dir": str(faces_dir / "lfw"),
+            "gallery": {"num_shards": NUM_SHARDS},
+        },
+    )
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    dashboard = cluster.DashboardClient(ray_session["dashboard"], cluster.ensure_auth_token())
+    svc = Service(f"http://127.0.0.1:{port}", dashboard, config, ray_session["metrics_port"], storage_uri)
+    svc.deploy()
+    svc.wait_ready()
+    yield svc
+    dashboard.shutdown()
+    for index in range(NUM_SHARDS):
+        try:
+            ray.kill(svc.shard(index), no_restart=True)
+        except ValueError:
+            pass

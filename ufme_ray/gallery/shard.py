@@ -1,0 +1,555 @@
+"""One gallery shard: snapshot index + exact delta + tombstones, fed by the shard's event log.
+
+`Shard` is the plain object the shard actor wraps. Its state is a pure fold of the log: the
+snapshot holds every event with seq <= its watermark, the delta and tombstones hold the events
+after it, applied in seq order. So `Shard.open` (snapshot + replay) rebuilds exactly the state a
+live shard had, and every acknowledged enrolment or delete survives a restart.
+
+Concurrency: any number of threads may search, enrol and delete at once. Appends are
+group-committed by the log outside any shard lock; the resulting events are then applied in seq
+order under a short write lock, and searches hold a read lock (FAISS releases the GIL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ufme_ray.config import GallerySettings
+from ufme_ray.gallery.events import DeleteEvent, EnrolEvent, Event
+from ufme_ray.gallery.index import l2_normalise
+from ufme_ray.gallery.log import CorruptLogError, EventLog, ObjectStoreEventLog
+from ufme_ray.gallery.routing import MAX_SHARDS, make_template_id, shard_for, template_counter
+from ufme_ray.gallery.snapshot import (
+    CorruptSnapshotError,
+    ShardSnapshot,
+    load_shard_snapshot,
+    read_current,
+    read_manifest,
+)
+from ufme_ray.gallery.storage import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+class WrongShardError(ValueError):
+    """The subject routes to another shard (`routing.shard_for`)."""
+
+
+class ShardFailedError(RuntimeError):
+    """Applying durable events to memory failed; the shard must be reopened (the log is intact)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Enrolment:
+    """One template to enrol. The vector is L2-normalised by the shard."""
+
+    subject_id: str
+    vector: np.ndarray
+    quality: float = 1.0
+
+
+class SearchHit(NamedTuple):
+    template_id: int
+    subject_id: str
+    score: float
+
+
+class TemplateInfo(NamedTuple):
+    template_id: int
+    quality: float
+    enrolled_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardStats:
+    shard: int
+    num_shards: int
+    snapshot_epoch: int
+    watermark: int
+    applied_seq: int
+    writer_epoch: int
+    index_kind: str
+    snapshot_rows: int
+    live_snapshot_rows: int
+    delta_rows: int
+    live_templates: int
+    tombstoned_subjects: int
+    resident_bytes: dict[str, int]
+
+
+class _RWLock:
+    """Many readers or one writer; a waiting writer blocks new readers so it is not starved."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class _Delta:
+    """Exact index of the templates enrolled after the snapshot watermark (brute-force BLAS)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.n = 0
+        self.vectors = np.zeros((64, dim), np.float32)
+        self.template_ids = np.zeros(64, np.int64)
+        self.seqs = np.zeros(64, np.int64)
+        self.quality = np.zeros(64, np.float32)
+        self.enrolled_at = np.zeros(64, np.float64)
+        self.alive = np.zeros(64, bool)
+        self.subjects: list[str] = []
+        self.by_subject: dict[str, list[int]] = {}
+
+    def add(self, seq: int, event: EnrolEvent) -> None:
+        if self.n == len(self.alive):
+            grow = len(self.alive)
+            self.vectors = np.concatenate([self.vectors, np.zeros((grow, self.dim), np.float32)])
+            for name in ("template_ids", "seqs", "quality", "enrolled_at", "alive"):
+                array = getattr(self, name)
+                setattr(self, name, np.concatenate([array, np.zeros(grow, array.dtype)]))
+        row = self.n
+        self.vectors[row] = event.vector
+        self.template_ids[row] = event.template_id
+        self.seqs[row] = seq
+        self.quality[row] = event.quality
+        self.enrolled_at[row] = event.timestamp
+        self.alive[row] = True
+        self.subjects.append(event.subject_id)
+        self.by_subject.setdefault(event.subject_id, []).append(row)
+        self.n += 1
+
+    def erase(self, subject_id: str) -> list[int]:
+        rows = self.by_subject.pop(subject_id, [])
+        self.alive[rows] = False
+        self.vectors[rows] = 0.0  # forget the face itself, not only its visibility
+        return self.template_ids[rows].tolist()
+
+    @property
+    def live(self) -> int:
+        return int(self.alive[: self.n].sum())
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        nq = len(queries)
+        if self.n == 0 or k <= 0:
+            return np.full((nq, max(k, 0)), -np.inf, np.float32), np.full((nq, max(k, 0)), -1, np.int64)
+        scores = queries @ self.vectors[: self.n].T
+        scores[:, ~self.alive[: self.n]] = -np.inf
+        take = min(k, self.n)
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        rows = np.where(np.isfinite(top_scores), top, -1)
+        if take < k:
+            pad = ((0, 0), (0, k - take))
+            top_scores = np.pad(top_scores, pad, constant_values=-np.inf)
+            rows = np.pad(rows, pad, constant_values=-1)
+        return top_scores, rows
+
+    def after(self, watermark: int) -> "_Delta":
+        """A new delta with the live rows whose seq is above `watermark`."""
+        kept = _Delta(self.dim)
+        for row in range(self.n):
+            if self.alive[row] and self.seqs[row] > watermark:
+                kept.add(
+                    int(self.seqs[row]),
+                    EnrolEvent(
+                        template_id=int(self.template_ids[row]),
+                        subject_id=self.subjects[row],
+                        vector=self.vectors[row].copy(),
+                        quality=float(self.quality[row]),
+                        timestamp=float(self.enrolled_at[row]),
+                    ),
+                )
+        return kept
+
+
+class Shard:
+    """A shard of the gallery: search, enrol, delete, and swap to a newer snapshot.
+
+    Invariants:
+    - state == fold of the shard's events in seq order (snapshot through its watermark, then the
+      delta and tombstones for the events after it);
+    - `enrol` and `delete` return only once their event is durable and applied, so a search that
+      starts after they return sees their effect;
+    - a search never returns a template of a subject deleted before the search started.
+    """
+
+    def __init__(
+        self,
+        *,
+        shard_id: int,
+        num_shards: int,
+        dim: int,
+        settings: GallerySettings,
+        log: EventLog,
+        base: ShardSnapshot,
+        store: ObjectStore | None = None,
+        rerank_dir: Path | None = None,
+    ) -> None:
+        if not 0 <= shard_id < num_shards or num_shards > MAX_SHARDS:
+            raise ValueError(f"shard {shard_id} is not in 0..{num_shards - 1} (at most {MAX_SHARDS} shards)")
+        if base.index.params.dim != dim:
+            raise ValueError(f"snapshot dim {base.index.params.dim} != configured dim {dim}")
+        self.shard_id = shard_id
+        self.num_shards = num_shards
+        self.dim = dim
+        self._settings = settings
+        self._log = log
+        self._store = store
+        self._rerank_dir = rerank_dir
+        self._rw = _RWLock()
+        self._apply_cond = threading.Condition()
+        self._id_lock = threading.Lock()
+        self._failure: BaseException | None = None
+        self._install_base(base, deletes=[])
+        self._delta = _Delta(dim)
+        self._applied_seq = base.watermark
+        self._counter = base.next_template_counter
+        replayed = 0
+        for seq, event in log.read(base.watermark):
+            if seq != self._applied_seq + 1:
+                raise CorruptLogError(f"shard {shard_id}: log resumes at seq {seq}, expected {self._applied_seq + 1}")
+            self._apply(seq, event)
+            self._applied_seq = seq
+            replayed += 1
+        logger.info(
+            "shard %d restored: snapshot epoch %d through seq %d, %d events replayed", shard_id, base.epoch, base.watermark, replayed
+        )
+
+    @classmethod
+    def open(
+        cls,
+        store: ObjectStore,
+        shard_id: int,
+        num_shards: int,
+        dim: int,
+        settings: GallerySettings,
+        *,
+        rerank_dir: str | Path | None = None,
+    ) -> "Shard":
+        """Restore shard `shard_id`: load the snapshot named by CURRENT, claim the log, replay it.
+
+        The log is claimed (fencing any previous writer) before the replay, so the replay sees
+        every event the previous writer acknowledged. Raises CorruptSnapshotError,
+        CorruptSegmentError or CorruptLogError rather than start from incomplete state.
+        """
+        local = None
+        if settings.index.rerank_store == "mmap":
+            local = Path(rerank_dir or settings.index.rerank_dir or tempfile.mkdtemp(prefix=f"ufme-shard-{shard_id}-"))
+        epoch = read_current(store)
+        if epoch is None:
+            base = ShardSnapshot.empty(shard_id, dim, settings.index)
+        else:
+            manifest = read_manifest(store, epoch)
+            manifest.check_shape(num_shards, dim)
+            base = load_shard_snapshot(
+                store, epoch, shard_id, settings.index, manifest=manifest, rerank_dir=local
+            )
+        log = ObjectStoreEventLog.open(store, shard_id, settings.log)
+        return cls(
+            shard_id=shard_id,
+            num_shards=num_shards,
+            dim=dim,
+            settings=settings,
+            log=log,
+            base=base,
+            store=store,
+            rerank_dir=local,
+        )
+
+    def _install_base(self, base: ShardSnapshot, deletes: list[tuple[int, str]]) -> None:
+        """Make `base` the snapshot, with tombstones for the deletes after its watermark."""
+        self._base = base
+        self._base_codes = {subject: code for code, subject in enumerate(base.rows.subjects)}
+        self._tombstones: set[str] = set()
+        self._alive: np.ndarray | None = None
+        self._deletes = [(seq, subject) for seq, subject in deletes if seq > base.watermark]
+        for _, subject in self._deletes:
+            self._tombstone_base(subject)
+
+    def _tombstone_base(self, subject_id: str) -> list[int]:
+        code = self._base_codes.get(subject_id)
+        if code is None or subject_id in self._tombstones:
+            return []
+        start, stop = int(self._base.rows.starts[code]), int(self._base.rows.starts[code + 1])
+        if self._alive is None:
+            self._alive = np.packbits(np.ones(self._base.index.ntotal, bool), bitorder="little")
+        rows = np.arange(start, stop)
+        np.bitwise_and.at(self._alive, rows >> 3, ~(np.left_shift(1, rows & 7)).astype(np.uint8))
+        self._tombstones.add(subject_id)
+        return self._base.rows.template_ids[start:stop].tolist()
+
+    def _apply(self, seq: int, event: Event) -> list[int]:
+        """Fold one event into memory (caller holds the write lock, events come in seq order)."""
+        if isinstance(event, EnrolEvent):
+            self._delta.add(seq, event)
+            self._counter = max(self._counter, template_counter(event.template_id) + 1)
+            return [event.template_id]
+        erased = self._tombstone_base(event.subject_id) + self._delta.erase(event.subject_id)
+        self._deletes.append((seq, event.subject_id))
+        return erased
+
+    def _commit(self, events: list[Event]) -> list[tuple[int, list[int]]]:
+        """Append durably, then apply in seq order; returns (seq, affected template ids) per event."""
+        seqs = self._log.append(events)
+        with self._apply_cond:
+            while self._failure is None and self._applied_seq != seqs[0] - 1:
+                self._apply_cond.wait()
+            if self._failure is not None:
+                raise ShardFailedError(f"shard {self.shard_id} failed earlier; reopen it") from self._failure
+            try:
+                with self._rw.write():
+                    results = [(seq, self._apply(seq, event)) for seq, event in zip(seqs, events)]
+            except BaseException as exc:
+                self._failure = exc
+                logger.exception("shard %d: applying seq %d..%d failed", self.shard_id, seqs[0], seqs[-1])
+                raise ShardFailedError(f"shard {self.shard_id}: applying durable events failed; reopen it") from exc
+            finally:
+                self._apply_cond.notify_all()
+            self._applied_seq = seqs[-1]
+            self._apply_cond.notify_all()
+        return results
+
+    def enrol(self, items: Sequence[Enrolment]) -> list[tuple[int, int]]:
+        """Enrol templates as one durable batch; returns (template_id, seq) per item, in order.
+
+        Blocks until the batch is durable (group-committed with concurrent calls). All-or-nothing.
+        Raises WrongShardError for a subject of another shard, ValueError for a bad vector or
+        quality, and the log's errors (FencedError, StorageError, …) if the append fails.
+        """
+        if not items:
+            return []
+        for item in items:
+            owner = shard_for(item.subject_id, self.num_shards)
+            if owner != self.shard_id:
+                raise WrongShardError(f"subject {item.subject_id!r} belongs to shard {owner}, not {self.shard_id}")
+        vectors = np.stack([np.asarray(item.vector, dtype=np.float32).reshape(-1) for item in items])
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"vectors have dim {vectors.shape[1]}, the gallery has {self.dim}")
+        vectors = l2_normalise(vectors)
+        now = time.time()
+        with self._id_lock:
+            first = self._counter
+            self._counter += len(items)
+        events: list[Event] = [
+            EnrolEvent(
+                template_id=make_template_id(self.shard_id, first + i),
+                subject_id=item.subject_id,
+                vector=vectors[i],
+                quality=item.quality,
+                timestamp=now,
+            )
+            for i, item in enumerate(items)
+        ]
+        return [(ids[0], seq) for seq, ids in self._commit(events)]
+
+    def delete(self, subject_id: str) -> list[int]:
+        """Erase every template of `subject_id` enrolled before this call; returns their ids.
+
+        An unknown subject returns [] — the delete is still logged, which keeps it ordered after
+        any enrolment of that subject already in flight. Blocks until durable.
+        """
+        owner = shard_for(subject_id, self.num_shards)
+        if owner != self.shard_id:
+            raise WrongShardError(f"subject {subject_id!r} belongs to shard {owner}, not {self.shard_id}")
+        [(_, erased)] = self._commit([DeleteEvent(subject_id=subject_id, timestamp=time.time())])
+        return sorted(erased)
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[SearchHit]]:
+        """Top-k templates per query by cosine similarity, best first; never a deleted subject.
+
+        `queries` is (n, d) (normalised here). Fewer than k hits when the shard holds fewer.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (n, {self.dim}), got {queries.shape}")
+        if len(queries) == 0:
+            return []
+        queries = l2_normalise(queries)
+        with self._rw.read():
+            base = self._base
+            base_scores, base_rows = base.index.search(queries, k, alive=self._alive)
+            delta_scores, delta_rows = self._delta.search(queries, k)
+            base_subjects = base.rows.subject_of_rows(np.maximum(base_rows, 0))
+            scores = np.concatenate([base_scores, delta_scores], axis=1)
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            results = []
+            for q in range(len(queries)):
+                hits = []
+                for column in order[q]:
+                    score = float(scores[q, column])
+                    if score == -np.inf:
+                        break
+                    if column < k:
+                        row = int(base_rows[q, column])
+                        hit = SearchHit(
+                            int(base.index.ids[row]), base.rows.subjects[int(base_subjects[q, column])], score
+                        )
+                    else:
+                        row = int(delta_rows[q, column - k])
+                        hit = SearchHit(int(self._delta.template_ids[row]), self._delta.subjects[row], score)
+                    hits.append(hit)
+                results.append(hits)
+        return results
+
+    def subject_scores(self, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
+        """1:1 verification: per query, (template_id, cosine) for every live template of the subject.
+
+        Ordered by template id; an unknown or deleted subject gives an empty list per query.
+        """
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (n, {self.dim}), got {queries.shape}")
+        if len(queries) == 0:
+            return []
+        queries = l2_normalise(queries)
+        with self._rw.read():
+            ids: list[int] = []
+            parts: list[np.ndarray] = []
+            code = self._base_codes.get(subject_id)
+            if code is not None and subject_id not in self._tombstones:
+                start, stop = int(self._base.rows.starts[code]), int(self._base.rows.starts[code + 1])
+                ids += self._base.rows.template_ids[start:stop].tolist()
+                parts.append(self._base.index.vectors(start, stop))
+            rows = self._delta.by_subject.get(subject_id, [])
+            ids += self._delta.template_ids[rows].tolist()
+            parts.append(self._delta.vectors[rows])
+        if not ids:
+            return [[] for _ in range(len(queries))]
+        order = np.argsort(ids)
+        scores = queries @ np.concatenate(parts)[order].T
+        ordered = [ids[i] for i in order]
+        return [list(zip(ordered, row.tolist())) for row in scores]
+
+    def templates(self, subject_id: str) -> list[TemplateInfo]:
+        """The live templates of `subject_id`, by template id; [] for an unknown subject."""
+        with self._rw.read():
+            found = []
+            code = self._base_codes.get(subject_id)
+            if code is not None and subject_id not in self._tombstones:
+                rows = self._base.rows
+                for row in range(int(rows.starts[code]), int(rows.starts[code + 1])):
+                    found.append(
+                        TemplateInfo(int(rows.template_ids[row]), float(rows.quality[row]), float(rows.enrolled_at[row]))
+                    )
+            for row in self._delta.by_subject.get(subject_id, []):
+                found.append(
+                    TemplateInfo(
+                        int(self._delta.template_ids[row]),
+                        float(self._delta.quality[row]),
+                        float(self._delta.enrolled_at[row]),
+                    )
+                )
+        return sorted(found)
+
+    def stats(self) -> ShardStats:
+        with self._rw.read():
+            base = self._base
+            tombstoned_rows = sum(
+                int(base.rows.starts[self._base_codes[s] + 1] - base.rows.starts[self._base_codes[s]])
+                for s in self._tombstones
+            )
+            live_base = base.index.ntotal - tombstoned_rows
+            resident = base.index.resident_bytes()
+            resident["delta"] = self._delta.vectors.nbytes
+            return ShardStats(
+                shard=self.shard_id,
+                num_shards=self.num_shards,
+                snapshot_epoch=base.epoch,
+                watermark=base.watermark,
+                applied_seq=self._applied_seq,
+                writer_epoch=self._log.writer_epoch,
+                index_kind=base.index.params.kind,
+                snapshot_rows=base.index.ntotal,
+                live_snapshot_rows=live_base,
+                delta_rows=self._delta.live,
+                live_templates=live_base + self._delta.live,
+                tombstoned_subjects=len(self._tombstones),
+                resident_bytes=resident,
+            )
+
+    def swap_to(self, epoch: int, *, timeout_s: float = 60.0) -> None:
+        """Load snapshot `epoch` beside the live one, then swap atomically.
+
+        Searches keep running on the old snapshot during the load and never fail. After the swap
+        the delta keeps only events newer than the new watermark, and deletes newer than it
+        tombstone the new snapshot. Waits (at most `timeout_s`) until every event up to the new
+        watermark is applied. Raises ValueError for an epoch older than the current one or for
+        another gallery shape, TimeoutError, CorruptSnapshotError.
+        """
+        if self._store is None:
+            raise ValueError("swap_to needs the shard to be opened on an object store")
+        manifest = read_manifest(self._store, epoch)
+        manifest.check_shape(self.num_shards, self.dim)
+        if epoch <= self._base.epoch:
+            raise ValueError(f"shard {self.shard_id}: epoch {epoch} is not newer than {self._base.epoch}")
+        fresh = load_shard_snapshot(
+            self._store, epoch, self.shard_id, self._settings.index, manifest=manifest, rerank_dir=self._rerank_dir
+        )
+        if fresh.watermark > self._log.last_seq:
+            raise CorruptSnapshotError(
+                f"shard {self.shard_id}: snapshot {epoch} watermark {fresh.watermark} is beyond the log ({self._log.last_seq})"
+            )
+        deadline = time.monotonic() + timeout_s
+        with self._apply_cond:
+            while self._applied_seq < fresh.watermark:
+                remaining = deadline - time.monotonic()
+                if self._failure is not None:
+                    raise ShardFailedError(f"shard {self.shard_id} failed earlier; reopen it") from self._failure
+                if remaining <= 0:
+                    raise TimeoutError(f"shard {self.shard_id}: events up to {fresh.watermark} not applied in time")
+                self._apply_cond.wait(remaining)
+            with self._rw.write():
+                old = self._base
+                self._install_base(fresh, deletes=self._deletes)
+                self._delta = self._delta.after(fresh.watermark)
+                self._counter = max(self._counter, fresh.next_template_counter)
+        if old.rerank_path is not None:
+            old.rerank_path.unlink(missing_ok=True)  # mapped pages stay valid until the old index is freed
+        logger.info("shard %d swapped to epoch %d (watermark %d)", self.shard_id, epoch, fresh.watermark)
+
+    def close(self) -> None:
+        """Stop accepting writes (pending appends finish first)."""
+        self._log.close()
+

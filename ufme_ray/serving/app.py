@@ -1,0 +1,45 @@
+"""The typed application builder: `serve run serve_config.yaml` / `serve deploy` call `build_app`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
+from ray.serve import Application
+
+from ufme_ray.config import UfmeSettings
+from ufme_ray.serving.gateway import Gateway
+from ufme_ray.serving.searcher import Searcher
+from ufme_ray.serving.stages import Detector, Embedder, Liveness, Morph, Quality
+from ufme_ray.vision.registry import ModelSpecs
+
+
+class AppArgs(BaseModel):
+    """The `args` block of serve_config.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="UfmeSettings overrides; unset keys come from UFME_* variables in the replicas' environment.",
+    )
+    shard_num_cpus: NonNegativeFloat = Field(0.1, description="CPUs reserved by each shard actor.")
+    shard_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources a shard actor needs (pins shards to shard nodes)."
+    )
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Validate the args and settings, then bind the whole graph once."""
+    parsed = AppArgs.model_validate(args)
+    settings = UfmeSettings.load(**parsed.settings)
+    specs = ModelSpecs.from_settings(settings)  # unknown models fail here, before any replica starts
+    settings_json = settings.model_dump_json()
+    return Gateway.bind(
+        settings_json,
+        Detector.bind(settings_json),
+        Quality.bind(settings_json),
+        Liveness.bind(settings_json),
+        Morph.bind(settings_json),
+        Embedder.bind(settings_json),
+        Searcher.bind(settings_json, specs.embedder.embedding_dim, parsed.shard_num_cpus, parsed.shard_resources),
+    )

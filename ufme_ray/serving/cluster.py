@@ -1,0 +1,148 @@
+"""Driving a Ray cluster from outside: token auth, starting a local head, deploying the Serve config.
+
+Ray >= 2.59 turns token authentication on for new local clusters. `ufme-ray up` makes that
+explicit: it generates the token (`~/.ray/auth_token`), starts the head with RAY_AUTH_MODE=token,
+and every client (this module, `serve`, `ray job`) must run with RAY_AUTH_MODE=token too.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+AUTH_ENV = {"RAY_AUTH_MODE": "token"}
+DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
+APP_NAME = "ufme"
+
+
+class ClusterError(RuntimeError):
+    """A cluster operation failed; the message says which and why."""
+
+
+def _ray_cli() -> str:
+    found = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if found is None:
+        raise ClusterError("the `ray` command is not installed in this environment")
+    return found
+
+
+def auth_env() -> dict[str, str]:
+    """os.environ plus RAY_AUTH_MODE=token, for subprocesses that talk to the cluster."""
+    return {**os.environ, **AUTH_ENV}
+
+
+def ensure_auth_token() -> str:
+    """The cluster token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), generated if absent."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", DEFAULT_TOKEN_PATH))
+    if not path.exists():
+        subprocess.run([_ray_cli(), "get-auth-token", "--generate"], check=True, capture_output=True, env=auth_env())
+    token = path.read_text().strip()
+    if not token:
+        raise ClusterError(f"the Ray auth token file {path} is empty")
+    return token
+
+
+def start_local_head(*, num_cpus: int | None, dashboard_port: int, metrics_port: int, temp_dir: Path | None = None) -> None:
+    """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default)."""
+    command = [
+        _ray_cli(), "start", "--head", "--disable-usage-stats",
+        f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", f"--metrics-export-port={metrics_port}",
+    ]
+    if num_cpus is not None:
+        command.append(f"--num-cpus={num_cpus}")
+    if temp_dir is not None:
+        command.append(f"--temp-dir={temp_dir}")
+    result = subprocess.run(command, capture_output=True, text=True, env=auth_env())
+    if result.returncode != 0:
+        raise ClusterError(f"`ray start --head` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+def stop_local_ray() -> None:
+    subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, env=auth_env())
+
+
+class DashboardClient:
+    """The Serve REST API of a cluster's dashboard (what `serve deploy` and `serve status` use)."""
+
+    def __init__(self, address: str, token: str | None, *, timeout_s: float = 30.0):
+        self.address = address.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.address, headers=headers, timeout=timeout_s)
+
+    def _check(self, response: httpx.Response, action: str) -> httpx.Response:
+        if response.status_code == 401:
+            raise ClusterError(
+                f"{action}: the cluster at {self.address} refused the auth token (set RAY_AUTH_MODE=token and "
+                "use the token the cluster was started with)"
+            )
+        if response.status_code >= 400:
+            raise ClusterError(f"{action}: HTTP {response.status_code} from {self.address}: {response.text[:1000]}")
+        return response
+
+    def reachable(self) -> bool:
+        try:
+            self._http.get("/api/version")
+            return True
+        except httpx.HTTPError:
+            return False
+
+    def deploy(self, config: dict[str, Any]) -> None:
+        try:
+            self._check(self._http.put("/api/serve/applications/", json=config), "deploy")
+        except httpx.HTTPError as exc:
+            raise ClusterError(f"deploy: cannot reach the dashboard at {self.address}: {exc}") from exc
+
+    def applications(self) -> dict[str, Any]:
+        return self._check(self._http.get("/api/serve/applications/"), "status").json()
+
+    def shutdown(self) -> None:
+        self._check(self._http.delete("/api/serve/applications/"), "shutdown")
+
+
+def render_serve_config(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """serve_config.yaml with `settings` merged into the ufme application's args.settings."""
+    config = yaml.safe_load(path.read_text())
+    rendered = copy.deepcopy(config)
+    for app in rendered["applications"]:
+        if app["name"] == APP_NAME:
+            args = app.setdefault("args", {})
+            args["settings"] = _deep_merge(args.get("settings", {}), settings)
+    return rendered
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def wait_until_ready(url: str, *, timeout_s: float, on_wait=None) -> dict:
+    """Poll GET {url}/ready until 200; returns its body. Raises ClusterError with the last answer."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/ready", timeout=10)
+            if response.status_code == 200:
+                return response.json()
+            last = f"HTTP {response.status_code}: {response.text[:300]}"
+            if response.status_code == 500:  # the app answered with a bug, not "not yet": waiting won't help
+                raise ClusterError(f"the service at {url} fails its readiness check: {last}")
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if on_wait is not None:
+            on_wait(last)
+        time.sleep(1.0)
+    raise ClusterError(f"the service at {url} was not ready after {timeout_s:.0f} s (last: {last})")
