@@ -60,7 +60,9 @@ class Service:
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
     dashboard_port, metrics_port = free_port(), free_port()
+    # address="local": always a fresh cluster, even if `ufme-ray up` left one running on this machine.
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=True,
         dashboard_port=dashboard_port,

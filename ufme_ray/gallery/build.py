@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 from array import array
 from collections.abc import Callable
@@ -56,7 +57,9 @@ class LiveSet:
     next_template_counter: int
 
 
-def _load_base(store: ObjectStore, shard: int, num_shards: int, dim: int, settings: GallerySettings, work_dir: Path) -> ShardSnapshot:
+def _load_base(
+    store: ObjectStore, shard: int, num_shards: int, dim: int, settings: GallerySettings, work_dir: Path
+) -> ShardSnapshot:
     epoch = read_current(store)
     if epoch is None:
         return ShardSnapshot.empty(shard, dim, settings.index)
@@ -135,7 +138,9 @@ def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
     rows = SnapshotRows(
         template_ids=ids[order],
         quality=np.concatenate([base_rows.quality[base_live], np.asarray(quality, np.float32)[log_live]])[order],
-        enrolled_at=np.concatenate([base_rows.enrolled_at[base_live], np.asarray(enrolled_at, np.float64)[log_live]])[order],
+        enrolled_at=np.concatenate(
+            [base_rows.enrolled_at[base_live], np.asarray(enrolled_at, np.float64)[log_live]]
+        )[order],
         subjects=all_subjects,
         starts=np.searchsorted(codes[order], np.arange(len(all_subjects) + 1), side="left").astype(np.int64),
     )
@@ -169,7 +174,9 @@ def build_snapshot(
         live = live_set(store, base, dim=dim)
         del base
         rerank_file = work / "rerank.faiss"
-        index = build_index(live.vectors, live.rows.template_ids, settings.index, rerank_path=rerank_file, progress=progress)
+        index = build_index(
+            live.vectors, live.rows.template_ids, settings.index, rerank_path=rerank_file, progress=progress
+        )
         rows, watermark, counter = live.rows, live.watermark, live.next_template_counter
         del live  # the float32 matrix is in the index or the rerank file now
         return write_shard_snapshot(
@@ -183,9 +190,7 @@ def build_snapshot(
             rerank_file=rerank_file if index.rerank is not None else None,
         )
     finally:
-        for path in sorted(work.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        work.rmdir()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def compact(

@@ -382,7 +382,8 @@ class ObjectStoreEventLog(EventLog):
     def _take_group(self) -> list[_Pending]:
         group: list[_Pending] = []
         count = 0
-        while self._queue and (not group or count + len(self._queue[0].events) <= self._settings.group_commit_max_events):
+        limit = self._settings.group_commit_max_events
+        while self._queue and (not group or count + len(self._queue[0].events) <= limit):
             item = self._queue.pop(0)
             group.append(item)
             count += len(item.events)
@@ -398,7 +399,9 @@ class ObjectStoreEventLog(EventLog):
             newer = [e for e in _list_claims(self._store, self._prefix) if e > self._epoch]
         except StorageError as exc:
             logger.error("shard %d: append of seq %d..%d failed, writer disabled: %s", self._shard, first, last, exc)
-            return LogUnavailableError(f"shard {self._shard}: append of seq {first}..{last} failed ({exc}); reopen the log")
+            return LogUnavailableError(
+                f"shard {self._shard}: append of seq {first}..{last} failed ({exc}); reopen the log"
+            )
         if newer:
             logger.warning("shard %d: writer epoch %d fenced by epoch %d", self._shard, self._epoch, max(newer))
             return FencedError(

@@ -40,6 +40,7 @@ from ufme_ray.gallery.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
+
 class WrongShardError(ValueError):
     """The subject routes to another shard (`routing.shard_for`)."""
 
@@ -252,7 +253,8 @@ class Shard:
             self._applied_seq = seq
             replayed += 1
         logger.info(
-            "shard %d restored: snapshot epoch %d through seq %d, %d events replayed", shard_id, base.epoch, base.watermark, replayed
+            "shard %d restored: snapshot epoch %d through seq %d, %d events replayed",
+            shard_id, base.epoch, base.watermark, replayed,
         )
 
     @classmethod
@@ -470,9 +472,10 @@ class Shard:
             if code is not None and subject_id not in self._tombstones:
                 rows = self._base.rows
                 for row in range(int(rows.starts[code]), int(rows.starts[code + 1])):
-                    found.append(
-                        TemplateInfo(int(rows.template_ids[row]), float(rows.quality[row]), float(rows.enrolled_at[row]))
+                    info = TemplateInfo(
+                        int(rows.template_ids[row]), float(rows.quality[row]), float(rows.enrolled_at[row])
                     )
+                    found.append(info)
             for row in self._delta.by_subject.get(subject_id, []):
                 found.append(
                     TemplateInfo(
@@ -529,7 +532,8 @@ class Shard:
         )
         if fresh.watermark > self._log.last_seq:
             raise CorruptSnapshotError(
-                f"shard {self.shard_id}: snapshot {epoch} watermark {fresh.watermark} is beyond the log ({self._log.last_seq})"
+                f"shard {self.shard_id}: snapshot {epoch} watermark {fresh.watermark} "
+                f"is beyond the log ({self._log.last_seq})"
             )
         deadline = time.monotonic() + timeout_s
         with self._apply_cond:

@@ -365,7 +365,8 @@ def load_shard_snapshot(
         if name not in info.parts:
             raise CorruptSnapshotError(f"epoch {epoch} shard {shard} manifest lists no {name} part")
     meta = json.loads(_verified(store, info.parts["json"]))
-    if ShardSnapshotInfo.from_json(meta) != dataclasses.replace(info, parts={k: v for k, v in info.parts.items() if k != "json"}):
+    listed = dataclasses.replace(info, parts={k: v for k, v in info.parts.items() if k != "json"})
+    if ShardSnapshotInfo.from_json(meta) != listed:
         raise CorruptSnapshotError(f"epoch {epoch} shard {shard}: shard metadata disagrees with the manifest")
     rows = SnapshotRows.from_arrow_bytes(_verified(store, info.parts["rows.arrow"]), info.parts["rows.arrow"].key)
     index_bytes = _verified(store, info.parts["index"])
@@ -381,7 +382,10 @@ def load_shard_snapshot(
         raise CorruptSnapshotError(f"epoch {epoch} shard {shard}: index does not load ({exc})") from exc
     if index.ntotal != info.count or len(rows) != info.count:
         raise CorruptSnapshotError(f"epoch {epoch} shard {shard}: expected {info.count} rows, index has {index.ntotal}")
-    logger.info("loaded epoch %d shard %d: %d rows (%s) through seq %d", epoch, shard, info.count, info.params.kind, info.watermark)
+    logger.info(
+        "loaded epoch %d shard %d: %d rows (%s) through seq %d",
+        epoch, shard, info.count, info.params.kind, info.watermark,
+    )
     return ShardSnapshot(
         shard=shard,
         epoch=epoch,

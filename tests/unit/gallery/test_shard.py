@@ -191,10 +191,13 @@ def test_compaction_swap_and_erasure(store: ObjectStore, tmp_path: Path) -> None
     assert Shard.open(store, 0, 1, DIM, IVF.model_copy(update={"num_shards": 1})).stats().live_templates == 393
 
 
-@pytest.mark.parametrize("settings", [SMALL, IVF], ids=["flat", "ivfpq"])
-def test_subject_scores_for_verification(file_store: ObjectStore, tmp_path: Path, settings: GallerySettings) -> None:
+@pytest.mark.parametrize("kind", ["flat", "ivfpq", "ivfpq-mmap"])
+def test_subject_scores_for_verification(file_store: ObjectStore, tmp_path: Path, kind: str) -> None:
     rng = np.random.default_rng(6)
-    one = settings.model_copy(update={"num_shards": 1})
+    one = (SMALL if kind == "flat" else IVF).model_copy(update={"num_shards": 1})
+    if kind == "ivfpq-mmap":
+        mmap = one.index.model_copy(update={"rerank_store": "mmap", "rerank_dir": tmp_path / "rerank"})
+        one = one.model_copy(update={"index": mmap})
     shard = Shard.open(file_store, 0, 1, DIM, one)
     vectors, labels = face_like(rng, 75, 4, DIM)
     ids = enrol_all(shard, [f"id{label:03d}" for label in labels], vectors)
@@ -206,3 +209,5 @@ def test_subject_scores_for_verification(file_store: ObjectStore, tmp_path: Path
     np.testing.assert_allclose([score for _, score in scores[:4]], expected, atol=2e-3)
     shard.delete("id000")
     assert shard.subject_scores("id000", vectors[:2]) == [[], []]
+    if kind == "ivfpq-mmap":
+        assert [p.suffix for p in (tmp_path / "rerank").iterdir()] == [".faiss"]

@@ -1,0 +1,108 @@
+"""Identify throughput and latency over HTTP vs the same models chained in one process.
+
+Run a service first (`ufme-ray up`, then `ufme-ray demo` to give identify a gallery), then:
+    python scripts/bench_pipeline.py --url http://127.0.0.1:8000 [--photos ../shared/faces/lfw] [--requests 200]
+Prints a table and writes JSON (--out). The in-process chain (the limit) runs first, on the same
+photos, while the service is idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from tqdm import tqdm
+
+from ufme_ray.config import UfmeSettings
+from ufme_ray.vision.pipeline import Pipeline
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def in_process(photos: list[bytes], repeats: int) -> dict:
+    pipeline = Pipeline.from_settings(UfmeSettings.load())
+    pipeline.analyze(photos[0])  # warm-up
+    latencies = []
+    started = time.perf_counter()
+    for data in tqdm(photos * repeats, desc="in-process", unit="img"):
+        t = time.perf_counter()
+        pipeline.analyze(data)
+        latencies.append((time.perf_counter() - t) * 1000)
+    elapsed = time.perf_counter() - started
+    return {
+        "images_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "intra_op_threads": "onnxruntime default (all cores)",
+    }
+
+
+def over_http(url: str, photos: list[bytes], concurrency: int, requests: int) -> dict:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    with httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_connections=concurrency)) as http:
+        http.post("/api/v1/identify", files={"image": ("warm.jpg", photos[0])})
+
+        def one(i: int) -> None:
+            t = time.perf_counter()
+            response = http.post("/api/v1/identify", files={"image": ("probe.jpg", photos[i % len(photos)])})
+            latencies.append((time.perf_counter() - t) * 1000)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool, tqdm(total=requests, desc=f"HTTP c={concurrency}", unit="req") as bar:
+            for _ in pool.map(one, range(requests)):
+                bar.update()
+        elapsed = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "images_per_s": requests / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "statuses": statuses,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--photos", type=Path, default=Path("../shared/faces/lfw"))
+    parser.add_argument("--count", type=int, default=60, help="distinct photos used")
+    parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--out", type=Path, default=Path("bench-results/bench_pipeline.json"))
+    args = parser.parse_args(argv)
+
+    photos = [p.read_bytes() for p in sorted(args.photos.glob("*/*.jpg"))[: args.count]]
+    if not photos:
+        print(f"no photos under {args.photos}", file=sys.stderr)
+        return 2
+    if httpx.get(f"{args.url}/ready", timeout=10).status_code != 200:
+        print(f"the service at {args.url} is not ready", file=sys.stderr)
+        return 2
+    report = {"photos": len(photos), "in_process": in_process(photos, repeats=max(1, args.requests // len(photos)))}
+    report["http"] = [over_http(args.url, photos, c, args.requests) for c in args.concurrency]
+    limit = report["in_process"]["images_per_s"]
+    print(f"\n{'mode':<16}{'images/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs in-process':>15}")
+    print(f"{'in-process':<16}{limit:>10.1f}{report['in_process']['p50_ms']:>10.1f}{report['in_process']['p99_ms']:>10.1f}{1.0:>15.2f}")
+    for row in report["http"]:
+        row["ratio_to_in_process"] = row["images_per_s"] / limit
+        print(f"{'HTTP c=' + str(row['concurrency']):<16}{row['images_per_s']:>10.1f}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{row['ratio_to_in_process']:>15.2f}   {row['statuses']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
