@@ -440,6 +440,7 @@ class LogReader:
         listing = _list_log(store, f"events/shard-{shard}")
         self._segments = listing.segments
         self._last_seq = listing.last_seq
+        self._truncated_through = listing.truncated_through
 
     @property
     def last_seq(self) -> int:
@@ -448,6 +449,11 @@ class LogReader:
 
     def read(self, after_seq: int = 0) -> Iterator[tuple[int, Event]]:
         """Every listed event with seq > after_seq, in order; see `EventLog.read` for errors."""
+        if after_seq < self._truncated_through:
+            raise CorruptLogError(
+                f"shard {self._shard}: events through {self._truncated_through} were deleted by compaction, "
+                f"cannot read after {after_seq}"
+            )
         segments = [s for s in self._segments if s.last_seq > after_seq]
         if segments and segments[0].first_seq > after_seq + 1:
             raise CorruptLogError(
@@ -471,8 +477,9 @@ class LogReader:
 def delete_segments_through(store: ObjectStore, shard: int, watermark: int) -> int:
     """Erase shard `shard`'s segments whose events all have seq <= watermark, and fenced segments.
 
-    Needs no writer: compaction calls it once a snapshot through `watermark` is current. Returns
-    the number of segments deleted.
+    Needs no writer: compaction calls it once a snapshot through `watermark` is current and no
+    shard can still be restoring from an older epoch (a retention window), since such a shard
+    would need those events. Returns the number of segments deleted.
     """
     prefix = f"events/shard-{shard}"
     listing = _list_log(store, prefix)

@@ -14,7 +14,7 @@ from ufme_ray.gallery.events import (
 
 def _events() -> list:
     return [
-        EnrolEvent(template_id=7, subject_id="alice", vector=np.arange(4, dtype=np.float32), quality=0.9, timestamp=1.5),
+        EnrolEvent(template_id=7, subject_id="alice", vector=np.arange(4, dtype=np.float32), quality=0.9, timestamp=1),
         DeleteEvent(subject_id="bob", timestamp=2.0),
         EnrolEvent(template_id=2**62, subject_id="zoë", vector=np.ones(4, np.float32), quality=0.1, timestamp=3.0),
     ]

@@ -87,7 +87,8 @@ def test_serialisation_round_trip() -> None:
     rng = np.random.default_rng(4)
     vectors, _ = face_like(rng, 200, 4, 32)
     index = build_index(vectors, np.arange(800), IVF)
-    again = BuiltIndex(index.params, deserialize(serialize(index.index)), index.ids, deserialize(serialize(index.rerank)), IVF)
+    parts = deserialize(serialize(index.index)), deserialize(serialize(index.rerank))
+    again = BuiltIndex(index.params, parts[0], index.ids, parts[1], IVF)
     queries = vectors[:10]
     np.testing.assert_array_equal(index.search(queries, 5)[1], again.search(queries, 5)[1])
     sizes = again.resident_bytes()

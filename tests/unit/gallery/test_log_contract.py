@@ -29,7 +29,8 @@ from ufme_ray.gallery.storage import ObjectStore, open_storage
 
 
 def enrol(n: int, subject: str = "s") -> EnrolEvent:
-    return EnrolEvent(template_id=n, subject_id=subject, vector=np.full(4, n, np.float32), quality=0.5, timestamp=float(n))
+    vector = np.full(4, n, np.float32)
+    return EnrolEvent(template_id=n, subject_id=subject, vector=vector, quality=0.5, timestamp=float(n))
 
 
 class EventLogContract:
@@ -124,6 +125,8 @@ class EventLogContract:
         reopened = self.open_writer()
         assert reopened.last_seq == 2
         assert list(reopened.read(2)) == []
+        with pytest.raises(CorruptLogError):
+            list(reopened.read(1))
         assert reopened.append([enrol(3)]) == [3]
 
     def test_closed_log_refuses_appends(self) -> None:
@@ -237,7 +240,8 @@ class ObjectStoreLogContract(EventLogContract):
             from ufme_ray.gallery.events import EnrolEvent
             from ufme_ray.gallery.log import ObjectStoreEventLog
             from ufme_ray.gallery.storage import open_storage
-            log = ObjectStoreEventLog.open(open_storage({self.store.uri!r}), 0, LogSettings(group_commit_window_s=0.001))
+            settings = LogSettings(group_commit_window_s=0.001)
+            log = ObjectStoreEventLog.open(open_storage({self.store.uri!r}), 0, settings)
             out = threading.Lock()
             def worker(w):
                 n = 0

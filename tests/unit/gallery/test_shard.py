@@ -8,7 +8,7 @@ import pytest
 
 from ufme_ray.config import GallerySettings, IndexSettings, LogSettings
 from ufme_ray.gallery.build import compact
-from ufme_ray.gallery.log import InMemoryEventLog, delete_segments_through
+from ufme_ray.gallery.log import CorruptSegmentError, InMemoryEventLog, delete_segments_through
 from ufme_ray.gallery.routing import TEMPLATE_COUNTER_BITS, shard_for
 from ufme_ray.gallery.shard import Enrolment, Shard, WrongShardError
 from ufme_ray.gallery.snapshot import ShardSnapshot
@@ -211,3 +211,15 @@ def test_subject_scores_for_verification(file_store: ObjectStore, tmp_path: Path
     assert shard.subject_scores("id000", vectors[:2]) == [[], []]
     if kind == "ivfpq-mmap":
         assert [p.suffix for p in (tmp_path / "rerank").iterdir()] == [".faiss"]
+
+
+def test_restore_refuses_a_torn_tail_segment_and_names_it(store: ObjectStore) -> None:
+    shard = Shard.open(store, 0, 1, DIM, SMALL.model_copy(update={"num_shards": 1}))
+    enrol_all(shard, ["a", "b"], unit_vectors(np.random.default_rng(7), 2, DIM))
+    [segment] = [k for k in store.list("events/shard-0") if k.endswith(".seg")]
+    data = store.read(segment)
+    torn = segment.replace("00000000000000000001-00000000000000000002", "00000000000000000003-00000000000000000004")
+    store.write(torn, data[: len(data) // 2])  # as if a writer died mid-PUT on a store without atomic PUTs
+    with pytest.raises(CorruptSegmentError) as info:
+        Shard.open(store, 0, 1, DIM, SMALL.model_copy(update={"num_shards": 1}))
+    assert info.value.segment == torn

@@ -55,8 +55,8 @@ def test_snapshot_round_trip(store: ObjectStore, n: int, tmp_path) -> None:
     manifest = read_manifest(store, epoch)
     assert (manifest.num_shards, manifest.dim, manifest.shards[0].watermark) == (1, 32, 42)
     assert set(manifest.shards[0].parts) >= {"index", "rows.arrow", "json"}
-    for mode, rerank_dir in (("ram", None), ("mmap", tmp_path / "rr")):
-        snap = load_shard_snapshot(store, epoch, 0, SETTINGS.model_copy(update={"rerank_store": mode}), rerank_dir=rerank_dir)
+    for rerank_dir in (None, tmp_path / "rerank"):  # in RAM, then memory-mapped
+        snap = load_shard_snapshot(store, epoch, 0, SETTINGS, rerank_dir=rerank_dir)
         assert (snap.epoch, snap.watermark, snap.next_template_counter) == (1, 42, 1000)
         np.testing.assert_array_equal(snap.rows.template_ids, np.arange(n) + 100)
         assert snap.rows.subjects[3] == "subject-0003"
