@@ -11,6 +11,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ufme_ray.config import ConfigError, UfmeSettings
+from ufme_ray.client import ADMIN_KEY_FILE, KEYS_FILE, UfmeApiError, UfmeClient, find_api_key
+from ufme_ray.serving.auth import add_key_to_file, write_secret_file
 from ufme_ray.serving.cluster import ClusterError
 from ufme_ray.vision.errors import ImageError, VisionError
 
@@ -130,6 +132,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         overrides["demo_dir"] = str(settings.demo_dir.resolve())
     if args.shards is not None:
         overrides["gallery"] = {"num_shards": args.shards}
+    keys_file = Path(settings.auth.keys_file or data_dir / KEYS_FILE).resolve()
+    overrides["auth"] = {"keys_file": str(keys_file)}
+    admin_key_file = data_dir / ADMIN_KEY_FILE
+    if not admin_key_file.exists():
+        key = add_key_to_file(keys_file, "admin", "admin")
+        write_secret_file(admin_key_file, key)
+        print(f"created the admin API key (shown once; stored for the CLI in {admin_key_file}, mode 0600):\n  {key}")
     config = cluster.render_serve_config(_serve_config_path(args.serve_config), overrides)
     config.setdefault("http_options", {})["port"] = args.port
     token = cluster.ensure_auth_token()
@@ -168,8 +177,6 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import httpx
-
     settings = _settings(args)
     folder = Path(args.folder or settings.demo_dir or "")
     if not folder.is_dir():
@@ -177,15 +184,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     subjects = sorted(p.name for p in folder.iterdir() if p.is_dir())
     enrolled = templates = 0
     skipped: list[dict] = []
-    with httpx.Client(base_url=args.url, timeout=600) as http, tqdm(total=len(subjects), desc="demo gallery", unit="subject") as bar:
+    with UfmeClient(args.url, find_api_key(settings)) as client, tqdm(total=len(subjects), desc="demo gallery", unit="subject") as bar:
         for start in range(0, len(subjects), args.chunk):
             chunk = subjects[start : start + args.chunk]
-            body = {"folder": str(folder.resolve()), "subjects": chunk, "images_per_subject": args.images_per_subject}
-            response = http.post("/api/v1/demo/load", json=body)
-            if response.status_code != 200:
-                print(f"demo load failed: HTTP {response.status_code}: {response.text[:500]}", file=sys.stderr)
-                return 1
-            report = response.json()
+            report = client.demo_load(folder=str(folder.resolve()), subjects=chunk, images_per_subject=args.images_per_subject)
             enrolled += report["subjects_enrolled"]
             templates += report["templates_enrolled"]
             skipped += report["skipped"]
@@ -193,9 +195,63 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"enrolled {enrolled} subjects ({templates} templates) from {folder}; {len(skipped)} photos skipped")
         probe = next((p for s in subjects for p in sorted((folder / s).iterdir())[args.images_per_subject:][:1]), None)
         if probe is not None:
-            answer = http.post("/api/v1/identify", files={"image": (probe.name, probe.read_bytes())}, data={"top_k": "3"})
-            decision = answer.json()["faces"][0]["decision"] if answer.status_code == 200 and answer.json()["faces"] else answer.text
+            answer = client.identify(probe, top_k=3)
+            decision = answer["faces"][0]["decision"] if answer["faces"] else "no face"
             print(f"identify {probe.parent.name}/{probe.name}: {decision}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    keys_file = Path(settings.auth.keys_file or Path(settings.data_dir) / KEYS_FILE)
+    key = add_key_to_file(keys_file, args.id, args.role)
+    print(f"created key {args.id!r} with role {args.role} in {keys_file} (the service re-reads it); the key, shown once:")
+    print(key)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with UfmeClient(args.url, find_api_key(settings)) as client:
+        page = client.audit(since=args.since, until=args.until, operation=args.operation, subject_id=args.subject,
+                            offset=args.offset, limit=args.limit)
+    for record in page["records"]:
+        print(json.dumps(record))
+    print(f"# {len(page['records'])} of {page['total']} records from offset {page['offset']}", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import yaml
+
+    from ufme_ray.calibration import calibrate, labelled_embeddings
+    from ufme_ray.vision.pipeline import Pipeline
+
+    settings = _settings(args)
+    pipeline = Pipeline.from_settings(settings)
+    labels, vectors = [], []
+    for folder in args.faces:
+        found_labels, found_vectors = labelled_embeddings(pipeline, folder)
+        labels += [f"{folder.name}/{label}" for label in found_labels]
+        vectors.append(found_vectors)
+    source = f"{', '.join(str(f) for f in args.faces)} ({settings.models.detector} + {settings.models.embedder})"
+    calibration, points = calibrate(labels, np.concatenate(vectors), sorted(args.far, reverse=True), source)
+    print(f"{len(labels)} faces, {calibration.genuine_pairs} genuine and {calibration.impostor_pairs} impostor pairs")
+    print(f"{'target FAR':>11}{'threshold':>11}{'TAR':>8}{'measured FAR':>14}")
+    for point in points:
+        print(f"{point.far:>11g}{point.threshold:>11.4f}{point.tar:>8.4f}{point.measured_far:>14.2e}")
+    if min(args.far) < calibration.resolution:
+        print(f"note: {calibration.impostor_pairs} impostor pairs cannot measure a FAR below {calibration.resolution:.1e}")
+    if args.write_config is not None:
+        strictest = points[-1]
+        existing = yaml.safe_load(args.write_config.read_text()) if args.write_config.exists() else {}
+        existing.setdefault("thresholds", {})["similarity_min"] = round(strictest.threshold, 4)
+        args.write_config.write_text(yaml.safe_dump(existing, sort_keys=False))
+        print(f"wrote thresholds.similarity_min = {strictest.threshold:.4f} (FAR {strictest.far:g}) to {args.write_config}")
+    if args.write_calibration is not None:
+        args.write_calibration.write_text(calibration.model_dump_json(indent=2))
+        print(f"wrote the calibration to {args.write_calibration}")
     return 0
 
 
@@ -253,6 +309,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--images-per-subject", type=int, default=1)
     demo.add_argument("--chunk", type=int, default=10, help="subjects per request")
     demo.set_defaults(handler=cmd_demo)
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key (printed once) and store its hash")
+    create.add_argument("--id", required=True, help="public key id (lower-case letters, digits, '-')")
+    create.add_argument("--role", required=True, choices=["admin", "enrol", "search"])
+    create.set_defaults(handler=cmd_keys)
+
+    audit = commands.add_parser("audit", help="read the audit trail (admin key)")
+    audit.add_argument("--url", default="http://127.0.0.1:8000")
+    audit.add_argument("--since", type=float, help="unix time (s)")
+    audit.add_argument("--until", type=float, help="unix time (s)")
+    audit.add_argument("--operation")
+    audit.add_argument("--subject")
+    audit.add_argument("--offset", type=int, default=0)
+    audit.add_argument("--limit", type=int, default=100)
+    audit.set_defaults(handler=cmd_audit)
+
+    calibrate = commands.add_parser("calibrate", help="similarity thresholds for target FARs from labelled photos")
+    calibrate.add_argument("--faces", type=Path, nargs="+", required=True, help="folders of <identity>/<photo>")
+    calibrate.add_argument("--far", type=float, nargs="+", default=[1e-3])
+    calibrate.add_argument("--write-config", type=Path, help="set thresholds.similarity_min (strictest FAR) in this YAML")
+    calibrate.add_argument("--write-calibration", type=Path, help="write the calibration JSON (for a model manifest)")
+    calibrate.set_defaults(handler=cmd_calibrate)
     return parser
 
 
@@ -269,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     except VisionError as exc:
         print(f"ufme-ray: {exc}", file=sys.stderr)
         return 2
-    except ClusterError as exc:
+    except (ClusterError, UfmeApiError) as exc:
         print(f"ufme-ray: {exc}", file=sys.stderr)
         return 1
 

@@ -84,11 +84,41 @@ class GatePolicy(_Strict):
     )
 
 
+Role = Literal["admin", "enrol", "search"]
+
+
+class ApiKeySpec(_Strict):
+    """One API key as the service stores it: an id (safe to log) and the sha256 of the secret."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="Public key id, recorded in the audit trail.")
+    role: Role
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the whole key string.")
+
+
+class AuthSettings(_Strict):
+    keys: list[ApiKeySpec] = Field(default_factory=list, description="Keys given inline (e.g. from a Secret as JSON).")
+    keys_file: Path | None = Field(
+        None, description="A JSON file of keys (same fields), re-read when it changes; `ufme-ray keys create` writes it."
+    )
+
+
+class DuplicatePolicy(_Strict):
+    """What enrolment does when the face already matches another subject."""
+
+    action: Literal["reject", "warn", "allow"] = Field(
+        "reject", description="reject: 409 naming the other subject; warn: enrol and say so; allow: no search."
+    )
+    threshold: float | None = Field(
+        None, ge=-1, le=1, description="Similarity at which a face counts as that subject; None: the match threshold."
+    )
+
+
 class LiveConfig(_Strict):
     """What changes without restarting replicas (Serve `user_config`, applied by `reconfigure`)."""
 
     thresholds: Thresholds = Field(default_factory=Thresholds)
     gates: GatePolicy = Field(default_factory=GatePolicy)
+    duplicates: DuplicatePolicy = Field(default_factory=DuplicatePolicy)
 
 
 class DetectionSettings(_Strict):
@@ -154,6 +184,33 @@ class GallerySettings(_Strict):
     log: LogSettings = Field(default_factory=LogSettings)
 
 
+class CompactionSettings(_Strict):
+    """The compaction job (`python -m ufme_ray.jobs.compact`, submitted by `ufme-ray compact`)."""
+
+    retention_s: NonNegativeFloat = Field(
+        3600.0,
+        description="A superseded snapshot epoch, and the log segments only it needs, are deleted once its "
+        "successor has been current this long (a shard that began restoring from it must be done); 0 deletes "
+        "them at the end of the compaction that supersedes them, so erased subjects leave storage at once.",
+    )
+    deadline_s: float = Field(
+        3600.0, gt=0, description="The job fails after this long, the previous epoch staying live "
+        "(the original CronJob's activeDeadlineSeconds).",
+    )
+    work_dir: Path | None = Field(
+        None, description="Local scratch folder of the per-shard build tasks; None: the system temporary folder."
+    )
+    task_num_cpus: float = Field(1.0, gt=0, description="CPUs each per-shard build task (a Ray task) reserves.")
+    namespace: str = Field(
+        "ufme", min_length=1, description="Ray namespace of the shard actors to swap and of the compaction lock; "
+        "the service's is 'ufme', another one addresses a second gallery's actors on the same cluster.",
+    )
+    crash_at: Literal["build", "swap"] | None = Field(
+        None, description="Fault injection for tests, off by default: the job kills itself (SIGKILL) once the "
+        "first shard is built, or once the first shard has swapped.",
+    )
+
+
 def _default_data_dir() -> Path:
     # Absolute, so the CLI, Serve replicas and shard actors (whose working folders differ) agree.
     return Path.home() / ".local" / "share" / "ufme-ray"
@@ -191,7 +248,10 @@ class UfmeSettings(BaseSettings):
     image: ImageLimits = Field(default_factory=ImageLimits)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     gallery: GallerySettings = Field(default_factory=GallerySettings)
+    compaction: CompactionSettings = Field(default_factory=CompactionSettings)
     gates: GatePolicy = Field(default_factory=GatePolicy)
+    duplicates: DuplicatePolicy = Field(default_factory=DuplicatePolicy)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     demo_dir: Path | None = Field(
         None, description="Folder of <subject>/<image> photos that POST /api/v1/demo/load enrols."
     )

@@ -17,14 +17,16 @@ class OperatingPoint:
 
 def threshold_at_far(impostor: np.ndarray, far: float) -> float:
     """The lowest threshold whose false-accept rate on `impostor` is at most `far` (accept: score >= t)."""
-    scores = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
+    # Keep the scores' own precision: a threshold nudged above a float32 score in float64 would
+    # round back onto that score when compared against float32 scores.
+    scores = np.sort(np.asarray(impostor, dtype=np.result_type(np.asarray(impostor).dtype, np.float32)))[::-1]
     if scores.size == 0:
         raise ValueError("no impostor scores")
     allowed = int(np.floor(far * scores.size))
     if allowed >= scores.size:
         return float(scores[-1])
     # Strictly above the (allowed+1)-th highest impostor score, so at most `allowed` accept.
-    return float(np.nextafter(scores[allowed], np.inf))
+    return float(np.nextafter(scores[allowed], scores.dtype.type(np.inf)))
 
 
 def operating_point(genuine: np.ndarray, impostor: np.ndarray, far: float) -> OperatingPoint:

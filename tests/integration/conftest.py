@@ -17,6 +17,7 @@ import ray
 
 from tests.conftest import REPO_ROOT
 from ufme_ray.serving import cluster
+from ufme_ray.serving.auth import key_digest, new_key
 from ufme_ray.serving.shard_actor import NAMESPACE, shard_actor_name
 
 NUM_SHARDS = 2
@@ -28,14 +29,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+ROLES = ("admin", "enrol", "search")
+
+
 class Service:
-    def __init__(self, url: str, dashboard: cluster.DashboardClient, base_config: dict, metrics_port: int, storage_uri: str):
+    """The deployed service; `http` sends the admin key, `client_for(role)` another role's."""
+
+    def __init__(self, url: str, dashboard: cluster.DashboardClient, base_config: dict, metrics_port: int,
+                 storage_uri: str, keys: dict[str, str]):
         self.url = url
         self.dashboard = dashboard
         self.base_config = base_config
         self.metrics_port = metrics_port
         self.storage_uri = storage_uri
-        self.http = httpx.Client(base_url=url, timeout=120)
+        self.keys = keys
+        self.http = self.client_for("admin")
+
+    def client_for(self, role: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[role]}"} if role else {}
+        return httpx.Client(base_url=self.url, timeout=120, headers=headers)
 
     def deploy(self, gateway_user_config: dict | None = None) -> None:
         """(Re)deploy; with a user_config only the Gateway's config changes (no replica restart)."""
@@ -79,6 +91,7 @@ def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> 
     data_dir = tmp_path_factory.mktemp("service-data")
     storage_uri = (data_dir / "store").as_uri()
     port = free_port()
+    keys = {role: new_key(f"test-{role}") for role in ROLES}
     config = cluster.render_serve_config(
         REPO_ROOT / "serve_config.yaml",
         {
@@ -87,11 +100,12 @@ def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> 
             "storage_uri": storage_uri,
             "demo_dir": str(faces_dir / "lfw"),
             "gallery": {"num_shards": NUM_SHARDS},
+            "auth": {"keys": [{"id": f"test-{role}", "role": role, "sha256": key_digest(key)} for role, key in keys.items()]},
         },
     )
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     dashboard = cluster.DashboardClient(ray_session["dashboard"], cluster.ensure_auth_token())
-    svc = Service(f"http://127.0.0.1:{port}", dashboard, config, ray_session["metrics_port"], storage_uri)
+    svc = Service(f"http://127.0.0.1:{port}", dashboard, config, ray_session["metrics_port"], storage_uri, keys)
     svc.deploy()
     svc.wait_ready()
     yield svc

@@ -44,9 +44,14 @@ def live_photo(faces_dir: Path) -> bytes:
 
 @pytest.fixture
 def gallery_unchanged(service):
-    before = service.http.get("/api/v1/gallery").json()["total_templates"]
+    def total() -> int:
+        response = service.http.get("/api/v1/gallery")
+        assert response.status_code == 200, response.text
+        return response.json()["total_templates"]
+
+    before = total()
     yield
-    assert service.http.get("/api/v1/gallery").json()["total_templates"] == before
+    assert total() == before
 
 
 @pytest.mark.parametrize(

@@ -73,3 +73,26 @@ def test_bad_config_is_a_clear_error(model_dir: Path, tmp_path: Path):
     result = run("--config", str(config), "models", "list", model_dir=model_dir)
     assert result.returncode == 2
     assert "thresholds.similarity_min" in result.stderr
+
+
+def test_calibrate_gives_thresholds_within_the_target_far(model_dir: Path, faces_dir: Path, tmp_path: Path):
+    config = tmp_path / "ufme.yaml"
+    config.write_text("gallery: {num_shards: 3}\n")
+    calibration = tmp_path / "calibration.json"
+    result = run(
+        "calibrate", "--faces", str(faces_dir / "lfw"), "--far", "1e-2", "1e-3",
+        "--write-config", str(config), "--write-calibration", str(calibration), model_dir=model_dir,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip().startswith(("0.01", "0.001"))]
+    assert len(rows) == 2
+    for target, threshold, tar, measured in rows:
+        assert float(measured) <= float(target)
+        assert float(tar) >= 0.97
+    import yaml
+
+    written = yaml.safe_load(config.read_text())
+    assert written["gallery"] == {"num_shards": 3}  # the rest of the file survives
+    assert written["thresholds"]["similarity_min"] == round(float(rows[-1][1]), 4)
+    saved = json.loads(calibration.read_text())
+    assert saved["impostor_pairs"] > 50_000 and len(saved["grid"]) == len(saved["impostor_far"])

@@ -32,3 +32,13 @@ def test_open_set_identification():
     assert result.rank1 == 1.0
     assert result.fpir == 0.0
     assert result.fnir == 0.0  # unknown top score 0.3 < every known probe's top score
+
+
+def test_float32_scores_never_exceed_the_target_far():
+    """A float64 threshold nudged above a float32 score rounds back onto it; ours must not."""
+    rng = np.random.default_rng(0)
+    impostor = rng.normal(0, 0.1, 80_000).astype(np.float32)
+    for far in (1e-2, 1e-3, 1e-4):
+        point = operating_point(np.ones(3, np.float32), impostor, far)
+        assert point.measured_far <= far
+        assert (impostor >= np.float32(point.threshold)).mean() <= far

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ufme_ray.audit import AuditRecord, AuditWriter, read_records
 from ufme_ray.config import GatePolicy, LiveConfig, UfmeSettings
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.gallery.routing import shard_for
+from ufme_ray.gallery.storage import open_storage
 from ufme_ray.serving.api import schemas
 from ufme_ray.serving.api.errors import ApiError, not_found
+from ufme_ray.serving.auth import KeyStore
 from ufme_ray.serving.metrics import ServiceMetrics
+from ufme_ray.serving.searcher import GalleryUnavailableError
 from ufme_ray.vision.errors import ImageError
 from ufme_ray.vision.gates import ResolvedThresholds
 from ufme_ray.vision.image import decode_image
@@ -70,11 +75,55 @@ class Engine:
         self.specs = ModelSpecs.from_settings(settings)
         self.handles = handles
         self.metrics = metrics
-        self.apply_live_config(LiveConfig(thresholds=settings.thresholds, gates=settings.gates))
+        self.keys = KeyStore(settings.auth)
+        self.calibration = self.specs.embedder.calibration
+        self._store = open_storage(settings.resolved_storage_uri)
+        self._audit = AuditWriter(self._store)
+        self._epochs: tuple[float, list[int]] = (0.0, [])
+        self.apply_live_config(LiveConfig(thresholds=settings.thresholds, gates=settings.gates, duplicates=settings.duplicates))
 
     def apply_live_config(self, config: LiveConfig) -> None:
-        """Swap thresholds and gate policy atomically (one attribute assignment each request reads)."""
-        self.live = (config.gates, self.specs.thresholds(self.settings.model_copy(update={"thresholds": config.thresholds})))
+        """Swap thresholds and policies atomically (one attribute assignment each request reads)."""
+        thresholds = self.specs.thresholds(self.settings.model_copy(update={"thresholds": config.thresholds}))
+        self.live = (config.gates, thresholds)
+        self.duplicates = config.duplicates
+
+    def estimated_far(self, score: float | None) -> float | None:
+        if self.calibration is None or score is None:
+            return None
+        return self.calibration.estimated_far(score)
+
+    def candidate_out(self, candidate: Candidate) -> schemas.CandidateOut:
+        return schemas.CandidateOut(**vars(candidate), estimated_far=self.estimated_far(candidate.score))
+
+    # --- audit ----------------------------------------------------------------------------------
+
+    async def gallery_epochs(self) -> list[int]:
+        """Snapshot epochs in force (refreshed at most every 10 s; audit records carry them)."""
+        fetched_at, epochs = self._epochs
+        if time.monotonic() - fetched_at > 10:
+            statuses = await self.handles.searcher.status.remote()
+            epochs = sorted({s["snapshot_epoch"] for s in statuses if s.get("snapshot_epoch") is not None})
+            self._epochs = (time.monotonic(), epochs)
+        return epochs
+
+    async def audit(self, record: AuditRecord) -> None:
+        """Append durably; a failure to audit fails the request (503), never passes silently."""
+        try:
+            record = record.model_copy(update={"gallery_epochs": await self.gallery_epochs()})
+        except GalleryUnavailableError:
+            pass  # the record still goes in, without epochs: the gallery is what is unavailable
+        try:
+            await self._audit.record(record)
+        except Exception as exc:
+            logger.exception("audit write failed")
+            raise ApiError(503, "audit_unavailable", f"the audit trail cannot be written: {type(exc).__name__}") from exc
+
+    async def audit_page(self, **filters) -> schemas.AuditPageOut:
+        records, total = await asyncio.to_thread(read_records, self._store, **filters)
+        return schemas.AuditPageOut(
+            total=total, offset=filters["offset"], records=[schemas.AuditRecordOut(**r.model_dump()) for r in records]
+        )
 
     @property
     def gates(self) -> GatePolicy:
@@ -165,15 +214,37 @@ class Engine:
         analysis = await self.analyze(data, thresholds)
         face = self._single_face(analysis, gates.enrol_dominance_ratio)
         self._reject_if_gated(operation, face, enforced, thresholds)
+        duplicate = await self._duplicate_of(subject_id, face, thresholds)
         quality = face.quality if face.quality is not None else 1.0
         stored = await self.handles.searcher.enrol.remote(subject_id, face.embedding, quality)
         return schemas.EnrolOut(
+            duplicate_of=duplicate,
             subject_id=subject_id,
             template_id=stored["template_id"],
             shard=stored["shard"],
             face=face_out(face, enforced),
             thresholds=self.thresholds_out(thresholds),
         )
+
+    async def _duplicate_of(self, subject_id: str, face: FaceAnalysis, thresholds) -> schemas.CandidateOut | None:
+        """Another subject this face already matches; 409 under the 'reject' policy."""
+        policy = self.duplicates
+        if policy.action == "allow":
+            return None
+        threshold = policy.threshold if policy.threshold is not None else thresholds.similarity_min
+        [candidates] = await self.handles.searcher.search.remote(face.embedding[None, :], 3)
+        other = next((c for c in candidates if c.subject_id != subject_id and c.score >= threshold), None)
+        if other is None:
+            return None
+        if policy.action == "reject":
+            raise ApiError(
+                409,
+                "duplicate_face",
+                f"this face matches subject {other.subject_id!r} (score {other.score:.4f} >= {threshold}); "
+                "it is not enrolled under another subject",
+                {"subject_id": other.subject_id, "score": other.score, "threshold": threshold},
+            )
+        return self.candidate_out(other)
 
     async def identify(self, data: bytes, top_k: int) -> schemas.IdentifyOut:
         gates, thresholds = self.live
@@ -199,7 +270,7 @@ class Engine:
             results.append(
                 schemas.IdentifiedFaceOut(
                     face=face_out(face, gates.identify),
-                    candidates=[schemas.CandidateOut(**vars(c)) for c in candidates],
+                    candidates=[self.candidate_out(c) for c in candidates],
                     decision=decision,
                 )
             )
@@ -226,6 +297,7 @@ class Engine:
             threshold=thresholds.similarity_min,
             subject_id=subject_id,
             template_id=template_id,
+            estimated_far=self.estimated_far(similarity),
             face=face_out(face, gates.verify),
         )
 
@@ -239,6 +311,7 @@ class Engine:
             match=similarity >= thresholds.similarity_min,
             similarity=similarity,
             threshold=thresholds.similarity_min,
+            estimated_far=self.estimated_far(similarity),
             face=face_out(face, gates.verify),
             other_face=face_out(other, gates.verify),
         )

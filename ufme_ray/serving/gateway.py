@@ -10,7 +10,7 @@ from ray import serve
 from ufme_ray import __version__
 from ufme_ray.config import LiveConfig, UfmeSettings
 from ufme_ray.serving.api.errors import ApiError, install_error_handlers
-from ufme_ray.serving.api.routes import gallery, get_engine, health, install_engine, matching, subjects
+from ufme_ray.serving.api.routes import admin, current_engine, health, install_engine, matching, subjects
 from ufme_ray.serving.engine import Engine, StageHandles
 from ufme_ray.serving.metrics import ServiceMetrics
 
@@ -22,7 +22,7 @@ def create_api() -> FastAPI:
         description="Face matching: enrol, identify (1:N), verify (1:1), erase. Every answer names the "
         "gates it applied, with scores and thresholds.",
     )
-    for router in (subjects, matching, gallery, health):
+    for router in (subjects, matching, admin, health):
         api.include_router(router)
     install_error_handlers(api)
 
@@ -32,7 +32,7 @@ def create_api() -> FastAPI:
         response = await call_next(request)
         route = request.scope.get("route")
         try:
-            engine = get_engine()
+            engine = current_engine()
         except ApiError:
             engine = None
         if engine is not None:

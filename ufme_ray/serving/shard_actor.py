@@ -104,8 +104,14 @@ class ShardActor:
         return stats
 
     def swap_to(self, epoch: int) -> dict:
+        """Serve snapshot `epoch` (compaction step 4); returns the stats after the swap.
+
+        Idempotent: a shard already at `epoch` or newer (it restarted after CURRENT moved, or a
+        retried request) only reports its stats.
+        """
         shard = self._ready_shard()
-        shard.swap_to(epoch)
+        if shard.stats().snapshot_epoch < epoch:
+            shard.swap_to(epoch)
         self._publish_size()
         return asdict(shard.stats())
 

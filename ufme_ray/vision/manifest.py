@@ -10,6 +10,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from ufme_ray.calibration import Calibration
+
 ModelKind = Literal["detector", "quality", "liveness", "morph", "embedder"]
 
 
@@ -53,6 +55,9 @@ class ModelSpec(_Strict):
     morph_class: int | None = Field(None, ge=0)
     embedding_dim: PositiveInt | None = None
     default_threshold: float
+    calibration: Calibration | None = Field(
+        None, description="Embedders: impostor score distribution measured with `ufme-ray calibrate`."
+    )
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "ModelSpec":

@@ -71,12 +71,18 @@ class EnrolOut(BaseModel):
     shard: int
     face: FaceOut
     thresholds: ThresholdsOut
+    duplicate_of: "CandidateOut | None" = Field(
+        None, description="With the 'warn' duplicate policy: the other subject this face matches."
+    )
 
 
 class CandidateOut(BaseModel):
     subject_id: str
     score: float
     template_id: int
+    estimated_far: float | None = Field(
+        None, description="Estimated false-match rate of this score under the embedder's calibration (None: uncalibrated)."
+    )
 
 
 class DecisionOut(BaseModel):
@@ -103,6 +109,7 @@ class VerifyOut(BaseModel):
     threshold: float
     subject_id: str | None = None
     template_id: int | None = Field(None, description="The subject's best-matching template.")
+    estimated_far: float | None = Field(None, description="Estimated false-match rate of the similarity (None: uncalibrated).")
     face: FaceOut
     other_face: FaceOut | None = None
 
@@ -178,3 +185,25 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class AuditRecordOut(BaseModel):
+    time: float
+    request_id: str
+    key_id: str
+    operation: str
+    outcome: str
+    subject_ids: list[str]
+    decisions: list[dict]
+    thresholds: dict[str, float | None]
+    gallery_epochs: list[int]
+    client: str | None
+    detail: str | None
+
+
+class AuditPageOut(BaseModel):
+    total: int
+    offset: int
+    records: list[AuditRecordOut]
+
+EnrolOut.model_rebuild()

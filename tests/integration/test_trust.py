@@ -1,0 +1,182 @@
+"""Operator trust over HTTP: roles, the audit trail, duplicates, calibrated FAR estimates."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from ufme_ray.audit import read_records
+from ufme_ray.gallery.storage import open_storage
+
+pytestmark = pytest.mark.ray
+
+# route -> (method, path, group allowed besides admin)
+ROUTES = {
+    "enrol": ("POST", "/api/v1/subjects/role-probe/faces", "enrol"),
+    "read_subject": ("GET", "/api/v1/subjects/role-probe", "enrol"),
+    "delete": ("DELETE", "/api/v1/subjects/role-probe", "enrol"),
+    "identify": ("POST", "/api/v1/identify", "search"),
+    "verify": ("POST", "/api/v1/verify", "search"),
+    "analyze": ("POST", "/api/v1/analyze", "search"),
+    "gallery": ("GET", "/api/v1/gallery", "admin"),
+    "audit": ("GET", "/api/v1/audit", "admin"),
+    "demo": ("POST", "/api/v1/demo/load", "admin"),
+}
+
+
+def call(client, method: str, path: str, photo: bytes):
+    if method == "POST" and path.endswith("demo/load"):
+        return client.post(path, json={"subjects": ["no-such-folder"]})
+    if method == "POST":
+        data = {"subject_id": "role-probe"} if path.endswith("verify") else None
+        return client.post(path, files={"image": ("p.jpg", photo)}, data=data)
+    return client.request(method, path)
+
+
+@pytest.fixture(scope="module")
+def photo(faces_dir: Path) -> bytes:
+    return (faces_dir / "pad/live/silentface_image_T1.jpg").read_bytes()
+
+
+def passes_enrolment_gates(service, path: Path) -> bool:
+    answer = service.http.post("/api/v1/analyze", files={"image": ("p.jpg", path.read_bytes())}).json()
+    return len(answer["faces"]) == 1 and all(g["status"] != "fail" for g in answer["faces"][0]["gates"].values())
+
+
+@pytest.fixture(scope="module")
+def live_pairs(service, faces_dir: Path) -> list[tuple[Path, Path]]:
+    """Pairs of photos of one deepface identity whose faces pass every enrolment gate."""
+    pairs = []
+    for folder in sorted((faces_dir / "deepface").glob("id*")):
+        good = [p for p in sorted(folder.glob("*.jpg")) if passes_enrolment_gates(service, p)][:2]
+        if len(good) == 2:
+            pairs.append(tuple(good))
+        if len(pairs) == 3:
+            return pairs
+    pytest.fail("fewer than 3 deepface identities with two photos that pass the enrolment gates")
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+@pytest.mark.parametrize("role", [None, "admin", "enrol", "search", "bogus"])
+def test_role_matrix(service, photo, route, role):
+    method, path, group = ROUTES[route]
+    if role == "bogus":
+        client = service.client_for(None)
+        client.headers["X-API-Key"] = "ufme.bogus.not-a-real-key"
+    else:
+        client = service.client_for(role)
+    status = call(client, method, path, photo).status_code
+    if role in (None, "bogus"):
+        assert status == 401
+    elif role == "admin" or role == group:
+        assert status not in (401, 403), f"{role} on {route}: {status}"
+    else:
+        assert status == 403
+
+
+def test_probes_stay_open(service):
+    anonymous = service.client_for(None)
+    assert anonymous.get("/health").status_code == 200
+    assert anonymous.get("/ready").status_code == 200
+
+
+def test_duplicate_face_under_another_subject(service, live_pairs):
+    first, second = live_pairs[0]
+    created = service.http.post("/api/v1/subjects/dup-original/faces", files={"image": ("a.jpg", first.read_bytes())})
+    assert created.status_code == 201, created.text
+    try:
+        clash = service.http.post("/api/v1/subjects/dup-impostor/faces", files={"image": ("b.jpg", second.read_bytes())})
+        assert clash.status_code == 409, clash.text
+        error = clash.json()["error"]
+        assert error["code"] == "duplicate_face" and error["details"]["subject_id"] == "dup-original"
+        assert error["details"]["score"] >= error["details"]["threshold"]
+        assert service.http.get("/api/v1/subjects/dup-impostor").status_code == 404
+        same = service.http.post("/api/v1/subjects/dup-original/faces", files={"image": ("b.jpg", second.read_bytes())})
+        assert same.status_code == 201  # a second template of the same subject is no duplicate
+    finally:
+        service.http.delete("/api/v1/subjects/dup-original")
+
+
+def test_candidates_carry_estimated_far(service, live_pairs):
+    photos = live_pairs[1]
+    assert service.http.post("/api/v1/subjects/far-probe/faces", files={"image": ("a.jpg", photos[0].read_bytes())}).status_code == 201
+    try:
+        answer = service.http.post("/api/v1/identify", files={"image": ("b.jpg", photos[1].read_bytes())}, data={"top_k": "5"}).json()
+        candidates = answer["faces"][0]["candidates"]
+        assert candidates[0]["subject_id"] == "far-probe"
+        fars = [c["estimated_far"] for c in candidates]
+        assert all(0 < far <= 1 for far in fars)
+        assert fars == sorted(fars)  # higher score, lower estimated false-match rate
+        assert fars[0] < 1e-3
+    finally:
+        service.http.delete("/api/v1/subjects/far-probe")
+
+
+def test_audit_records_every_operation_durably(service, live_pairs, faces_dir: Path):
+    started = time.time()
+    photo = live_pairs[2][0].read_bytes()
+    enrol = service.client_for("enrol")
+    search = service.client_for("search")
+    assert enrol.post("/api/v1/subjects/audited/faces", files={"image": ("a.jpg", photo)}).status_code == 201
+    assert search.post("/api/v1/identify", files={"image": ("a.jpg", photo)}).status_code == 200
+    assert search.post("/api/v1/verify", files={"image": ("a.jpg", photo)}, data={"subject_id": "audited"}).status_code == 200
+    assert enrol.delete("/api/v1/subjects/audited").status_code == 200
+    assert enrol.post("/api/v1/subjects/spoof/faces", files={"image": ("s.jpg", (faces_dir / "pad/replay/silentface_image_F2.jpg").read_bytes())}).status_code == 422
+
+    page = service.http.get("/api/v1/audit", params={"since": started}).json()
+    by_operation = {}
+    for record in page["records"]:
+        by_operation.setdefault(record["operation"], []).append(record)
+    assert {"enrol", "identify", "verify", "delete"} <= set(by_operation)
+    enrolled = [r for r in by_operation["enrol"] if r["subject_ids"] == ["audited"]]
+    assert enrolled and enrolled[0]["key_id"] == "test-enrol" and enrolled[0]["outcome"] == "200"
+    assert enrolled[0]["thresholds"]["similarity_min"] == 0.45
+    refused = [r for r in by_operation["enrol"] if r["subject_ids"] == ["spoof"]]
+    assert refused and refused[0]["outcome"] == "422" and refused[0]["detail"] == "liveness_gate_failed"
+    assert any(r["key_id"] == "test-search" and r["decisions"] for r in by_operation["identify"])
+    assert page["records"][0]["client"] == "127.0.0.1"
+
+    # Filters and paging.
+    only_deletes = service.http.get("/api/v1/audit", params={"since": started, "operation": "delete"}).json()
+    assert {r["operation"] for r in only_deletes["records"]} == {"delete"}
+    subject_page = service.http.get("/api/v1/audit", params={"since": started, "subject_id": "audited", "limit": 2}).json()
+    assert subject_page["total"] >= 3 and len(subject_page["records"]) == 2
+
+    # Durable: the records are in storage, and survive the gateway being killed and restarted.
+    stored, total = read_records(open_storage(service.storage_uri), since=started, limit=1000)
+    assert total == page["total"]
+    gateway = next(a for a in ray.util.list_named_actors(all_namespaces=True) if "Gateway" in a["name"])
+    ray.kill(ray.get_actor(gateway["name"], namespace=gateway["namespace"]), no_restart=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            again = service.http.get("/api/v1/audit", params={"since": started})
+            if again.status_code == 200 and again.json()["total"] >= total:
+                break
+        except Exception:
+            pass
+        time.sleep(0.5)
+    assert again.json()["total"] >= total
+
+
+def test_no_key_and_no_vector_in_audit_or_logs(service, faces_dir: Path):
+    store = open_storage(service.storage_uri)
+    audit_text = b"".join(store.read(key) for key in store.list("audit"))
+    assert audit_text, "no audit records"
+    for key in service.keys.values():
+        assert key.encode() not in audit_text
+        assert key.split(".")[-1].encode() not in audit_text
+    for line in audit_text.splitlines():
+        record = json.loads(line)
+        assert "image" not in record and "embedding" not in record
+        assert len(line) < 4000  # a 128-d vector or a photo would not fit
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    for log in logs.rglob("*"):
+        if log.is_file():
+            text = log.read_bytes()
+            for key in service.keys.values():
+                assert key.split(".")[-1].encode() not in text, f"a key secret leaked into {log}"

@@ -1,0 +1,138 @@
+"""The audit trail: append-only JSON-lines objects in the same object storage as the gallery.
+
+Each writer (one per gateway replica) group-commits the records that arrive within a short
+window into one write-once object `audit/<YYYY-MM-DD>/<time_ns>-<writer>-<n>.jsonl`, whose last
+line is the sha256 of the lines before it; `record()` returns only once that object is durable.
+Records never hold images, vectors or API keys — only key ids, subject ids, scores, decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ufme_ray.gallery.storage import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "audit"
+Operation = Literal["enrol", "delete", "identify", "verify", "analyze", "demo_load", "read_subject", "audit_read", "gallery_read"]
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    time: float = Field(description="Unix time (s) the request was answered.")
+    request_id: str
+    key_id: str
+    operation: Operation
+    outcome: str = Field(description="HTTP status code of the answer.")
+    subject_ids: list[str] = Field(default_factory=list)
+    decisions: list[dict[str, Any]] = Field(default_factory=list, description="Per face: decision, scores.")
+    thresholds: dict[str, float | None] = Field(default_factory=dict)
+    gallery_epochs: list[int] = Field(default_factory=list)
+    client: str | None = None
+    detail: str | None = None
+
+
+class CorruptAuditObjectError(RuntimeError):
+    pass
+
+
+def _day(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+def encode_batch(records: list[AuditRecord]) -> bytes:
+    body = b"".join(record.model_dump_json().encode() + b"\n" for record in records)
+    return body + json.dumps({"sha256": hashlib.sha256(body).hexdigest()}).encode() + b"\n"
+
+
+def decode_batch(key: str, data: bytes) -> list[AuditRecord]:
+    body, _, trailer = data.rstrip(b"\n").rpartition(b"\n")
+    body = body + b"\n" if body else b""
+    try:
+        expected = json.loads(trailer)["sha256"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptAuditObjectError(f"audit object {key} has no checksum line") from exc
+    if hashlib.sha256(body).hexdigest() != expected:
+        raise CorruptAuditObjectError(f"audit object {key} fails its checksum")
+    return [AuditRecord.model_validate_json(line) for line in body.splitlines() if line]
+
+
+class AuditWriter:
+    """Group-commits records from concurrent requests; `record` returns once durable."""
+
+    def __init__(self, store: ObjectStore, *, window_s: float = 0.005):
+        self._store = store
+        self._window_s = window_s
+        self._writer = uuid.uuid4().hex[:12]
+        self._count = 0
+        self._pending: list[tuple[AuditRecord, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+
+    async def record(self, record: AuditRecord) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
+        await future
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self._window_s)
+        while self._pending:
+            batch, self._pending = self._pending, []
+            self._count += 1
+            key = f"{PREFIX}/{_day(batch[0][0].time)}/{time.time_ns():020d}-{self._writer}-{self._count:08d}.jsonl"
+            try:
+                await asyncio.to_thread(self._store.write, key, encode_batch([record for record, _ in batch]))
+            except Exception as exc:  # every waiting request learns its record was not stored
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+
+def read_records(
+    store: ObjectStore,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    operation: str | None = None,
+    subject_id: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[list[AuditRecord], int]:
+    """Matching records, oldest first, and the total number matching (for paging)."""
+    keys = store.list(PREFIX)
+    if since is not None:
+        first_day = _day(since)
+        keys = [k for k in keys if k.split("/")[1] >= first_day]
+    if until is not None:
+        last_day = _day(until)
+        keys = [k for k in keys if k.split("/")[1] <= last_day]
+    matched = []
+    for key in keys:
+        for record in decode_batch(key, store.read(key)):
+            if since is not None and record.time < since:
+                continue
+            if until is not None and record.time > until:
+                continue
+            if operation is not None and record.operation != operation:
+                continue
+            if subject_id is not None and subject_id not in record.subject_ids:
+                continue
+            matched.append(record)
+    matched.sort(key=lambda r: (r.time, r.request_id))
+    return matched[offset : offset + limit], len(matched)
