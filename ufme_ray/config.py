@@ -19,7 +19,9 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     PositiveInt,
+    SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -100,6 +102,28 @@ class AuthSettings(_Strict):
     keys_file: Path | None = Field(
         None, description="A JSON file of keys (same fields), re-read when it changes; `ufme-ray keys create` writes it."
     )
+
+
+class EncryptionSettings(_Strict):
+    """Templates encrypted at rest (AES-256-GCM). Off while key_id is None."""
+
+    key_id: str | None = Field(None, description="Id of the key that encrypts new objects (the current key).")
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Key id -> base64 of 32 random bytes; keep old ids until a compaction has rewritten their objects.",
+    )
+
+    @field_serializer("keys", when_used="json")
+    def _keys_json(self, keys: dict[str, SecretStr], info) -> dict[str, str]:
+        # Masked in every dump except `UfmeSettings.transport_json`, which hands settings to replicas.
+        reveal = bool(info.context and info.context.get("reveal_secrets"))
+        return {key_id: secret.get_secret_value() if reveal else "**********" for key_id, secret in keys.items()}
+
+    @model_validator(mode="after")
+    def _current_key_present(self) -> "EncryptionSettings":
+        if self.key_id is not None and self.key_id not in self.keys:
+            raise ValueError(f"encryption.key_id {self.key_id!r} is not among encryption.keys")
+        return self
 
 
 class DuplicatePolicy(_Strict):
@@ -252,6 +276,7 @@ class UfmeSettings(BaseSettings):
     gates: GatePolicy = Field(default_factory=GatePolicy)
     duplicates: DuplicatePolicy = Field(default_factory=DuplicatePolicy)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     demo_dir: Path | None = Field(
         None, description="Folder of <subject>/<image> photos that POST /api/v1/demo/load enrols."
     )
@@ -268,6 +293,10 @@ class UfmeSettings(BaseSettings):
         if len(set(self.models.liveness)) != len(self.models.liveness):
             raise ValueError(f"models.liveness {self.models.liveness} names a model twice")
         return self
+
+    def transport_json(self) -> str:
+        """These settings for another process of the cluster (replicas, shard actors, jobs), secrets included."""
+        return self.model_dump_json(context={"reveal_secrets": True})
 
     @property
     def resolved_storage_uri(self) -> str:

@@ -33,7 +33,7 @@ def build_app(args: dict[str, Any]) -> Application:
     parsed = AppArgs.model_validate(args)
     settings = UfmeSettings.load(**parsed.settings)
     specs = ModelSpecs.from_settings(settings)  # unknown models fail here, before any replica starts
-    settings_json = settings.model_dump_json()
+    settings_json = settings.transport_json()
     return Gateway.bind(
         settings_json,
         Detector.bind(settings_json),

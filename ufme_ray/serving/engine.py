@@ -18,7 +18,7 @@ from ufme_ray.audit import AuditRecord, AuditWriter, read_records
 from ufme_ray.config import GatePolicy, LiveConfig, UfmeSettings
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.gallery.routing import shard_for
-from ufme_ray.gallery.storage import open_storage
+from ufme_ray.gallery.encryption import open_configured_storage
 from ufme_ray.serving.api import schemas
 from ufme_ray.serving.api.errors import ApiError, not_found
 from ufme_ray.serving.auth import KeyStore
@@ -77,7 +77,7 @@ class Engine:
         self.metrics = metrics
         self.keys = KeyStore(settings.auth)
         self.calibration = self.specs.embedder.calibration
-        self._store = open_storage(settings.resolved_storage_uri)
+        self._store = open_configured_storage(settings)
         self._audit = AuditWriter(self._store)
         self._epochs: tuple[float, list[int]] = (0.0, [])
         self.apply_live_config(LiveConfig(thresholds=settings.thresholds, gates=settings.gates, duplicates=settings.duplicates))

@@ -19,7 +19,7 @@ from ray.util import metrics
 
 from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.shard import Enrolment, SearchHit, Shard, TemplateInfo
-from ufme_ray.gallery.storage import open_storage
+from ufme_ray.gallery.encryption import open_configured_storage
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ShardActor:
 
     def _restore(self) -> None:
         try:
-            store = open_storage(self._settings.resolved_storage_uri)
+            store = open_configured_storage(self._settings)
             self._shard = Shard.open(store, self._shard_id, self._settings.gallery.num_shards, self._dim, self._settings.gallery)
         except Exception as exc:  # reported through ready()/health(); the actor stays up to say why
             logger.exception("shard %d failed to restore", self._shard_id)
@@ -119,7 +119,7 @@ class ShardActor:
 def shard_handles(settings: UfmeSettings, dim: int, *, num_cpus: float, resources: dict[str, float] | None = None) -> list:
     """Get (or create) every shard actor. Idempotent across replicas and restarts."""
     remote = ray.remote(ShardActor)
-    settings_json = settings.model_dump_json()
+    settings_json = settings.transport_json()
     return [
         remote.options(
             name=shard_actor_name(i),
