@@ -1,6 +1,7 @@
 """Identify throughput and latency over HTTP vs the same models chained in one process.
 
-Run a service first (`ufme-ray up`, then `ufme-ray demo` to give identify a gallery), then:
+Run a service first (`ufme-ray up`, then `ufme-ray demo` to give identify a gallery), then, with
+the same UFME_DATA_DIR (the admin key is read from there, or from UFME_API_KEY):
     python scripts/bench_pipeline.py --url http://127.0.0.1:8000 [--photos ../shared/faces/lfw] [--requests 200]
 Prints a table and writes JSON (--out). The in-process chain (the limit) runs first, on the same
 photos, while the service is idle.
@@ -20,6 +21,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
+from ufme_ray.client import find_api_key
 from ufme_ray.config import UfmeSettings
 from ufme_ray.vision.pipeline import Pipeline
 
@@ -49,7 +51,8 @@ def in_process(photos: list[bytes], repeats: int) -> dict:
 def over_http(url: str, photos: list[bytes], concurrency: int, requests: int) -> dict:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    with httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_connections=concurrency)) as http:
+    headers = {"Authorization": f"Bearer {find_api_key()}"}
+    with httpx.Client(base_url=url, timeout=120, headers=headers, limits=httpx.Limits(max_connections=concurrency)) as http:
         http.post("/api/v1/identify", files={"image": ("warm.jpg", photos[0])})
 
         def one(i: int) -> None:
