@@ -37,3 +37,12 @@ def single_identity_photos(faces_dir: Path) -> list[Path]:
     deepface = sorted(p for p in faces_dir.glob("deepface/id*/*.jpg"))
     pad = sorted(faces_dir.glob("pad/*/*.jpg"))
     return lfw + deepface + pad
+
+
+@pytest.fixture(scope="session")
+def decoded_photos(faces_dir: Path) -> list[tuple[Path, "np.ndarray"]]:
+    """Every single-identity photo decoded once for the session (the high-resolution ones are slow)."""
+    from ufme_ray.config import ImageLimits
+    from ufme_ray.vision.image import read_image_file
+
+    return [(path, read_image_file(str(path), ImageLimits()).bgr) for path in single_identity_photos(faces_dir)]

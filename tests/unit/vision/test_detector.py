@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.unit.vision.conftest import single_identity_photos
 from ufme_ray.vision.detector import DetectedFace, letterbox, non_max_suppression
 from ufme_ray.vision.image import read_image_file
 from ufme_ray.config import ImageLimits
@@ -37,18 +36,16 @@ def test_group_photos(detector, faces_dir: Path, photo: str, expected: int):
     assert all(plausible(face) for face in faces)
 
 
-def test_every_labelled_photo_has_its_face(detector, faces_dir: Path):
+def test_every_labelled_photo_has_its_face(detector, decoded_photos):
     """Each of the 404 single-identity photos yields a face with a plausible 5-point layout.
 
     Many LFW and deepface photos also show bystanders (real faces that both detectors find, e.g.
     Susan_Sarandon_0001 is a two-shot), so "exactly one face" is not true of this data; the photo's
     subject is the centred face (ImageAnalysis.main_face).
     """
-    photos = single_identity_photos(faces_dir)
-    assert len(photos) == 404
+    assert len(decoded_photos) == 404
     missing, implausible = [], []
-    for path in photos:
-        image = read_image_file(str(path), LIMITS).bgr
+    for path, image in decoded_photos:
         faces = detector.detect(image)
         if not faces:
             missing.append(path.name)
