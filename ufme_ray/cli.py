@@ -145,7 +145,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     address = args.address or f"http://127.0.0.1:{args.dashboard_port}"
     if args.address is None:
         print(f"starting a local Ray head (token auth on, metrics on port {args.metrics_port}) ...", flush=True)
-        cluster.start_local_head(num_cpus=args.num_cpus, dashboard_port=args.dashboard_port, metrics_port=args.metrics_port)
+        cluster.start_local_head(
+            num_cpus=args.num_cpus, dashboard_port=args.dashboard_port, metrics_port=args.metrics_port, agent_port=args.agent_port
+        )
     client = cluster.DashboardClient(address, token)
     print(f"deploying the Serve application to {address} ...", flush=True)
     client.deploy(config)
@@ -255,6 +257,39 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slot(value: str) -> str:
+    from ufme_ray.jobs.submit import submission_id
+
+    try:
+        submission_id(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from ufme_ray.jobs import submit
+    from ufme_ray.jobs.compact import embedding_dim
+    from ufme_ray.serving import cluster
+
+    overrides = {"model_dir": args.model_dir} if args.model_dir else {}
+    if args.shards is not None:
+        overrides["gallery"] = {"num_shards": args.shards}
+    settings = UfmeSettings.load(args.config, **overrides)
+    client = submit.connect(args.address, cluster.ensure_auth_token())
+    slot = args.slot or submit.slot_for(datetime.now(timezone.utc))
+    job = submit.submit(client, settings, slot=slot, dim=embedding_dim(settings))
+    verb = "submitted" if job.created else f"slot {slot} already has"
+    print(f"{verb} compaction job {job.submission_id} ({job.status}) on {args.address}", flush=True)
+    if not args.wait:
+        return 0
+    status = submit.follow(client, job.submission_id, lambda chunk: print(chunk, end="", flush=True))
+    print(f"compaction job {job.submission_id}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ufme-ray", description="UFME-Ray face-matching engine")
     parser.add_argument("--config", type=Path, help="settings YAML (environment UFME_* overrides it)")
@@ -295,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000, help="HTTP port of the service")
     up.add_argument("--dashboard-port", type=int, default=8265)
     up.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port of the local node")
+    up.add_argument("--agent-port", type=int, default=52366, help="dashboard agent port of the local node (runs jobs)")
     up.add_argument("--timeout-s", type=float, default=600)
     up.set_defaults(handler=cmd_up)
 
@@ -333,6 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--write-config", type=Path, help="set thresholds.similarity_min (strictest FAR) in this YAML")
     calibrate.add_argument("--write-calibration", type=Path, help="write the calibration JSON (for a model manifest)")
     calibrate.set_defaults(handler=cmd_calibrate)
+
+    compact = commands.add_parser(
+        "compact", help="submit the compaction Ray Job (one per schedule slot); --wait follows its log"
+    )
+    compact.add_argument("--address", default="http://127.0.0.1:8265", help="dashboard URL of the cluster")
+    compact.add_argument("--wait", action="store_true", help="stream the job's log; exit 1 unless it succeeds")
+    compact.add_argument(
+        "--slot", type=_slot, help="schedule slot naming the job, ufme-compact-<slot> (default: the UTC hour)"
+    )
+    compact.add_argument("--shards", type=int, help="number of gallery shards (default: the settings')")
+    compact.set_defaults(handler=cmd_compact)
+
+    from ufme_ray.k8s.cli import add_k8s_parser
+
+    add_k8s_parser(commands)  # ufme-ray k8s sync|render|apply|status|wait-ready|compact
     return parser
 
 

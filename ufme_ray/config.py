@@ -225,6 +225,11 @@ class CompactionSettings(_Strict):
         None, description="Local scratch folder of the per-shard build tasks; None: the system temporary folder."
     )
     task_num_cpus: float = Field(1.0, gt=0, description="CPUs each per-shard build task (a Ray task) reserves.")
+    swap_concurrency: PositiveInt | None = Field(
+        1, description="Shards loading the new snapshot at once (None: all). Loading is CPU-heavy (checksums, "
+        "copies): with 5 shards on 2 cores, all at once raised the search p99 12.8x, one at a time 1.8x "
+        "(scripts/bench_compaction.py). Raise it when every shard has its own node.",
+    )
     namespace: str = Field(
         "ufme", min_length=1, description="Ray namespace of the shard actors to swap and of the compaction lock; "
         "the service's is 'ufme', another one addresses a second gallery's actors on the same cluster.",
@@ -232,6 +237,10 @@ class CompactionSettings(_Strict):
     crash_at: Literal["build", "swap"] | None = Field(
         None, description="Fault injection for tests, off by default: the job kills itself (SIGKILL) once the "
         "first shard is built, or once the first shard has swapped.",
+    )
+    delay_commit_s: NonNegativeFloat = Field(
+        0.0, description="Fault injection for tests, 0 by default: the job waits this long between building and "
+        "committing, holding the lock (a slow build).",
     )
 
 

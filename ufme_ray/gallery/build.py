@@ -55,6 +55,31 @@ class LiveSet:
     vectors: np.ndarray  # float32 (n, d), row-aligned with `rows`
     watermark: int
     next_template_counter: int
+    vectors_in: int  # snapshot rows + logged enrolments considered, before deletes were applied
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardBuild:
+    """What building one shard produced: its manifest entry and how many vectors went in."""
+
+    info: ShardSnapshotInfo
+    vectors_in: int
+
+    @property
+    def vectors_dropped(self) -> int:
+        """Templates of deleted subjects left out of the new snapshot."""
+        return self.vectors_in - self.info.count
+
+
+def build_memory_bytes(rows: int, dim: int) -> int:
+    """Peak memory of `build_snapshot` for about `rows` vectors: a hint for the scheduler.
+
+    The live float32 matrix, the old snapshot's flat index and the new index are alive together
+    (three copies of rows × dim × 4 bytes at most), plus the interpreter, FAISS and Arrow.
+    """
+    if rows < 0 or dim < 1:
+        raise ValueError(f"need rows >= 0 and dim >= 1, got {rows} and {dim}")
+    return 3 * rows * dim * 4 + (384 << 20)
 
 
 def _load_base(
@@ -148,7 +173,13 @@ def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
         "shard %d live set through seq %d: %d rows (%d from snapshot epoch %d, %d of %d logged enrolments)",
         base.shard, watermark, len(order), n_base_live, base.epoch, int(log_live.sum()), len(seqs),
     )
-    return LiveSet(rows=rows, vectors=vectors, watermark=watermark, next_template_counter=counter)
+    return LiveSet(
+        rows=rows,
+        vectors=vectors,
+        watermark=watermark,
+        next_template_counter=counter,
+        vectors_in=base.index.ntotal + len(seqs),
+    )
 
 
 def build_snapshot(
@@ -161,10 +192,10 @@ def build_snapshot(
     settings: GallerySettings,
     work_dir: str | Path,
     progress: Callable[[int], None] | None = None,
-) -> ShardSnapshotInfo:
+) -> ShardBuild:
     """Build shard `shard` of the new epoch `epoch` from the current snapshot and the log.
 
-    Writes the shard's parts (not the manifest). `work_dir` holds the memory-mapped old and new
+    Writes the shard's parts (not the manifest) and returns their manifest entry. `work_dir` holds the memory-mapped old and new
     rerank stores while building; they are removed afterwards. Needs no shard writer and does not
     disturb one: appends after the log listing are simply beyond the new watermark.
     """
@@ -177,9 +208,9 @@ def build_snapshot(
         index = build_index(
             live.vectors, live.rows.template_ids, settings.index, rerank_path=rerank_file, progress=progress
         )
-        rows, watermark, counter = live.rows, live.watermark, live.next_template_counter
+        rows, watermark, counter, vectors_in = live.rows, live.watermark, live.next_template_counter, live.vectors_in
         del live  # the float32 matrix is in the index or the rerank file now
-        return write_shard_snapshot(
+        info = write_shard_snapshot(
             store,
             epoch,
             shard,
@@ -189,6 +220,7 @@ def build_snapshot(
             next_template_counter=counter,
             rerank_file=rerank_file if index.rerank is not None else None,
         )
+        return ShardBuild(info=info, vectors_in=vectors_in)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -212,7 +244,7 @@ def compact(
     infos = [
         build_snapshot(
             store, shard, epoch, num_shards=num_shards, dim=dim, settings=settings, work_dir=work_dir, progress=progress
-        )
+        ).info
         for shard in range(num_shards)
     ]
     manifest = write_manifest(store, epoch, num_shards, dim, settings.index, infos)

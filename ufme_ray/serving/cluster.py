@@ -53,11 +53,18 @@ def ensure_auth_token() -> str:
     return token
 
 
-def start_local_head(*, num_cpus: int | None, dashboard_port: int, metrics_port: int, temp_dir: Path | None = None) -> None:
-    """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default)."""
+def start_local_head(
+    *, num_cpus: int | None, dashboard_port: int, metrics_port: int, agent_port: int, temp_dir: Path | None = None
+) -> None:
+    """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default).
+
+    The dashboard agent (which runs submitted jobs) gets its own port instead of Ray's fixed
+    default 52365, so another local cluster (a test session) can still run jobs beside this one.
+    """
     command = [
         _ray_cli(), "start", "--head", "--disable-usage-stats",
         f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", f"--metrics-export-port={metrics_port}",
+        f"--dashboard-agent-listen-port={agent_port}",
     ]
     if num_cpus is not None:
         command.append(f"--num-cpus={num_cpus}")

@@ -1,0 +1,27 @@
+# UFME-Ray on Ray 2.60 (Python 3.11). The image holds the code and its dependencies only:
+# model weights are data, never baked in. Pods get them at start from the model mirror
+# (`ufme-ray models pull --from $UFME_MODEL_MIRROR`, every file checked against the sha256 of the
+# packaged model manifest) into a volume at UFME_MODEL_DIR; see kuberay/base/rayservice.yaml.
+FROM rayproject/ray:2.60.0-py311
+
+# The Ray image runs as user "ray" (uid 1000, gid 100); so do we.
+USER 1000:100
+WORKDIR /home/ray/ufme-ray
+
+# Dependencies first (cached while only the code changes): ray[serve] 2.60 is already in the base
+# image and satisfies the package's pin, so pip keeps it.
+COPY --chown=1000:100 pyproject.toml README.md ./
+COPY --chown=1000:100 ufme_ray ./ufme_ray
+RUN python -m pip install --no-cache-dir . \
+ && python -m pip check \
+ && rm -rf ufme_ray \
+ && python -c "import ufme_ray.serving.app, ufme_ray.jobs.compact, ufme_ray.k8s.client" \
+ && ufme-ray models list >/dev/null
+
+# The local-profile Serve config, for `serve deploy` / `serve run` on a cluster made of this image
+# (on KubeRay the RayService's serveConfigV2 is used instead).
+COPY --chown=1000:100 serve_config.yaml ./
+
+ENV UFME_MODEL_DIR=/models \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1

@@ -1,0 +1,163 @@
+"""`ufme-ray k8s …` end to end against the local fake API server (and a fake Ray dashboard for
+`compact`): exit codes, output, and what reaches the servers."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from tests.unit.k8s.conftest import FakeServer, echo_apply, secret, serve_discovery
+from tests.unit.k8s.test_client import RS_PATH, path_of, rayservice_object, serve_status
+from ufme_ray.cli import main
+
+
+def run(*argv: str) -> int:
+    return main(list(argv))
+
+
+def test_sync_check_passes_on_the_committed_tree(capsys):
+    assert run("k8s", "sync", "--check") == 0
+    assert "match serve_config.yaml" in capsys.readouterr().out
+
+
+def test_render_prints_every_manifest_with_the_image(capsys):
+    assert run("k8s", "render", "--env", "staging", "--image", "ghcr.io/acme/ufme-ray:abc") == 0
+    out = capsys.readouterr().out
+    assert "kind: RayService" in out and "kind: CronJob" in out
+    assert "image: ghcr.io/acme/ufme-ray:abc" in out and "registry.invalid" not in out
+
+
+def test_render_serve_config_only_is_what_serve_deploy_takes(tmp_path, layout):
+    from ray.serve.schema import ServeDeploySchema
+    import yaml
+
+    out = tmp_path / "serve.yaml"
+    assert run("k8s", "render", "--env", "production", "--serve-config-only", "--output", str(out)) == 0
+    config = yaml.safe_load(out.read_text())
+    ServeDeploySchema.model_validate(config)
+    from ufme_ray.k8s import render
+
+    assert out.read_text() == render.serve_config_text(layout, "production")
+    assert config["applications"][0]["args"]["settings"]["gallery"]["num_shards"] == 5
+
+
+def test_apply_dry_run(kubeconfig, fake_server: FakeServer, rendered, capsys):
+    serve_discovery(fake_server)
+    for manifest in rendered["production"]:
+        fake_server.on("PATCH", path_of(manifest), echo_apply)
+    assert run("k8s", "apply", "--env", "production", "--dry-run", "--kubeconfig", str(kubeconfig)) == 0
+    out = capsys.readouterr().out
+    assert "applied (dry run): RayService ufme/ufme" in out
+    patches = fake_server.sent("PATCH")
+    assert patches and all(r.query["dryRun"] == ["All"] for r in patches)
+
+
+def test_apply_without_kuberay_exits_1_with_the_reason(kubeconfig, fake_server, capsys):
+    assert run("k8s", "apply", "--env", "staging", "--kubeconfig", str(kubeconfig)) == 1
+    assert "install the KubeRay operator" in capsys.readouterr().err
+
+
+def test_status_exit_codes(kubeconfig, fake_server, capsys):
+    serve_status(fake_server)
+    assert run("k8s", "status", "--kubeconfig", str(kubeconfig)) == 0
+    assert "RayService ufme/ufme: READY" in capsys.readouterr().out
+    fake_server.on("GET", RS_PATH, (200, rayservice_object(ready=False, app="DEPLOYING")))
+    assert run("k8s", "status", "--kubeconfig", str(kubeconfig), "--json") == 1
+    assert '"app_status": "DEPLOYING"' in capsys.readouterr().out
+
+
+def test_wait_ready(kubeconfig, fake_server, capsys):
+    serve_status(fake_server)
+    assert run("k8s", "wait-ready", "--kubeconfig", str(kubeconfig), "--timeout-s", "5", "--poll-s", "0.01") == 0
+    assert "READY" in capsys.readouterr().out
+
+
+# --- compact -------------------------------------------------------------------------------------
+
+
+def _job(submission_id: str, status: str, entrypoint: str = "python -m ufme_ray.jobs.compact") -> dict:
+    return {
+        "type": "SUBMISSION", "job_id": None, "submission_id": submission_id, "driver_info": None, "status": status,
+        "entrypoint": entrypoint, "message": "", "error_type": None, "start_time": None, "end_time": None,
+        "metadata": {}, "runtime_env": {}, "driver_agent_http_address": None, "driver_node_id": None,
+        "driver_exit_code": None,
+    }
+
+
+def serve_dashboard(dashboard: FakeServer, jobs: list[dict]) -> None:
+    dashboard.on("GET", "/api/version", (200, {"version": "4", "ray_version": "2.60.0", "ray_commit": "test"}))
+    dashboard.on("GET", "/api/jobs/", lambda _: (200, jobs))
+
+    def submit(recorded):
+        job = _job(recorded.body["submission_id"], "PENDING", recorded.body["entrypoint"])
+        jobs.append(job)
+        dashboard.on("GET", f"/api/jobs/{job['submission_id']}", (200, job))
+        return 200, {"job_id": job["submission_id"], "submission_id": job["submission_id"]}
+
+    dashboard.on("POST", "/api/jobs/", submit)
+
+
+@pytest.fixture
+def compaction_env(monkeypatch):
+    monkeypatch.setenv("UFME_STORAGE_URI", "s3://ufme-gallery/production?endpoint_override=s3.test:9000")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("UFME_GALLERY__NUM_SHARDS", raising=False)
+
+
+def test_compact_submits_the_jobs_entrypoint_with_the_services_settings(kubeconfig, fake_server, fake_dashboard, compaction_env, capsys):
+    serve_status(fake_server)  # RayService Ready, serveConfigV2 num_shards 5
+    fake_server.on("GET", "/api/v1/namespaces/ufme/secrets/ufme-ray-auth", (200, secret("ray-token-xyz")))
+    serve_dashboard(fake_dashboard, [])
+    code = run("k8s", "compact", "--kubeconfig", str(kubeconfig), "--address", fake_dashboard.url, "--no-wait", "--slot", "20261121T10Z")
+    assert code == 0, capsys.readouterr().err
+    (post,) = fake_dashboard.sent("POST", "/api/jobs/")
+    assert post.headers["authorization"] == "Bearer ray-token-xyz"
+    assert post.body["submission_id"] == "ufme-compact-20261121T10Z"
+    argv = shlex.split(post.body["entrypoint"])
+    assert argv[:3] == ["python", "-m", "ufme_ray.jobs.compact"]
+    assert argv[argv.index("--num-shards") + 1] == "5"  # from the RayService's serveConfigV2
+    assert argv[argv.index("--storage-uri") + 1] == "s3://ufme-gallery/production?endpoint_override=s3.test:9000"  # from the pod env
+    assert post.body["entrypoint_num_cpus"] == 0
+    assert "submitted compaction job ufme-compact-20261121T10Z (5 shards, s3://ufme-gallery/production)" in capsys.readouterr().out
+    # Only what the CronJob's Role grants (get rayservices/ufme), plus the token Secret read that
+    # the CronJob does not need (its pod has RAY_AUTH_TOKEN).
+    assert {(r.method, r.path) for r in fake_server.requests} == {
+        ("GET", RS_PATH), ("GET", "/api/v1/namespaces/ufme/secrets/ufme-ray-auth")
+    }
+
+
+def test_compact_finds_the_slots_job_instead_of_starting_another(kubeconfig, fake_server, fake_dashboard, compaction_env, capsys):
+    serve_status(fake_server)
+    fake_server.on("GET", "/api/v1/namespaces/ufme/secrets/ufme-ray-auth", (200, secret("t")))
+    serve_dashboard(fake_dashboard, [_job("ufme-compact-20261121T10Z", "RUNNING")])
+    assert run("k8s", "compact", "--kubeconfig", str(kubeconfig), "--address", fake_dashboard.url, "--no-wait", "--slot", "20261121T10Z") == 0
+    assert fake_dashboard.sent("POST") == []
+    assert "found compaction job ufme-compact-20261121T10Z" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("rayservice", "reason"),
+    [
+        (rayservice_object(ready=False, app="DEPLOYING"), "not Ready"),
+        (rayservice_object(pending="ufme-new42"), "upgrade to a new RayCluster"),
+    ],
+)
+def test_compact_refuses_while_the_service_is_not_ready_or_upgrading(kubeconfig, fake_server, fake_dashboard, compaction_env, capsys, rayservice, reason):
+    serve_status(fake_server, rayservice=rayservice)
+    serve_dashboard(fake_dashboard, [])
+    assert run("k8s", "compact", "--kubeconfig", str(kubeconfig), "--address", fake_dashboard.url, "--no-wait") == 1
+    assert reason in capsys.readouterr().err
+    assert fake_dashboard.requests == []
+
+
+def test_compact_with_an_unreachable_dashboard(kubeconfig, fake_server, compaction_env, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    code = run("k8s", "compact", "--skip-status-check", "--address", f"http://127.0.0.1:{port}", "--no-wait", "--shards", "2")
+    assert code == 1
+    assert "cannot reach the Ray job server" in capsys.readouterr().err
