@@ -9,12 +9,15 @@ Records never hold images, vectors or API keys — only key ids, subject ids, sc
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import json
 import logging
 import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +48,37 @@ class AuditRecord(BaseModel):
 
 class CorruptAuditObjectError(RuntimeError):
     pass
+
+
+class SubjectPseudonyms:
+    """Maps subject ids to what audit records store: a keyed HMAC, or the id itself without a key."""
+
+    def __init__(self, key: bytes | None):
+        if key is not None and len(key) < 32:
+            raise ValueError("the audit subject key must be at least 32 bytes")
+        self._key = key
+
+    @classmethod
+    def from_settings(cls, settings) -> "SubjectPseudonyms":
+        encoded = None
+        if settings.subject_key is not None:
+            encoded = settings.subject_key.get_secret_value()
+        elif settings.subject_key_file is not None:
+            encoded = Path(settings.subject_key_file).read_text().strip()
+        return cls(base64.b64decode(encoded) if encoded else None)
+
+    def __call__(self, subject_id: str) -> str:
+        if self._key is None:
+            return subject_id
+        return "hmac:" + hmac.new(self._key, subject_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def record(self, record: "AuditRecord") -> "AuditRecord":
+        """The record with every subject id (ids list, decision fields) replaced by its pseudonym."""
+        decisions = [
+            {k: self(v) if k in ("subject_id", "duplicate_of") and isinstance(v, str) else v for k, v in d.items()}
+            for d in record.decisions
+        ]
+        return record.model_copy(update={"subject_ids": [self(s) for s in record.subject_ids], "decisions": decisions})
 
 
 def _day(timestamp: float) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -134,6 +136,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         overrides["gallery"] = {"num_shards": args.shards}
     keys_file = Path(settings.auth.keys_file or data_dir / KEYS_FILE).resolve()
     overrides["auth"] = {"keys_file": str(keys_file)}
+    audit_key_file = data_dir / "audit-subject.key"
+    if settings.audit.subject_key is None and settings.audit.subject_key_file is None:
+        if not audit_key_file.exists():
+            write_secret_file(audit_key_file, base64.b64encode(os.urandom(32)).decode())
+        overrides["audit"] = {"subject_key_file": str(audit_key_file)}
     admin_key_file = data_dir / ADMIN_KEY_FILE
     if not admin_key_file.exists():
         key = add_key_to_file(keys_file, "admin", "admin")
@@ -146,7 +153,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.address is None:
         print(f"starting a local Ray head (token auth on, metrics on port {args.metrics_port}) ...", flush=True)
         cluster.start_local_head(
-            num_cpus=args.num_cpus, dashboard_port=args.dashboard_port, metrics_port=args.metrics_port, agent_port=args.agent_port
+            num_cpus=args.num_cpus,
+            dashboard_port=args.dashboard_port,
+            metrics_port=args.metrics_port,
+            agent_port=args.agent_port,
+            temp_dir=cluster.LOCAL_TEMP_DIR,
         )
     client = cluster.DashboardClient(address, token)
     print(f"deploying the Serve application to {address} ...", flush=True)

@@ -97,6 +97,20 @@ class ApiKeySpec(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the whole key string.")
 
 
+class AuditSettings(_Strict):
+    """Subject ids in audit records are HMAC-SHA256 pseudonyms under this key, so an erased
+    subject's id is not kept in storage while the trail stays searchable by id."""
+
+    subject_key: SecretStr | None = Field(None, description="base64 of at least 32 random bytes (e.g. from a Secret).")
+    subject_key_file: Path | None = Field(None, description="A file holding that base64 key (`ufme-ray up` creates one).")
+
+    @field_serializer("subject_key", when_used="json")
+    def _key_json(self, key: SecretStr | None, info) -> str | None:
+        if key is None:
+            return None
+        return key.get_secret_value() if info.context and info.context.get("reveal_secrets") else "**********"
+
+
 class AuthSettings(_Strict):
     keys: list[ApiKeySpec] = Field(default_factory=list, description="Keys given inline (e.g. from a Secret as JSON).")
     keys_file: Path | None = Field(
@@ -286,6 +300,7 @@ class UfmeSettings(BaseSettings):
     duplicates: DuplicatePolicy = Field(default_factory=DuplicatePolicy)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     demo_dir: Path | None = Field(
         None, description="Folder of <subject>/<image> photos that POST /api/v1/demo/load enrols."
     )

@@ -7,8 +7,12 @@ polled on /ready. Tests talk to it over real HTTP.
 
 from __future__ import annotations
 
+import base64
 import copy
+import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -72,9 +76,14 @@ class Service:
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
     dashboard_port, metrics_port = free_port(), free_port()
-    # address="local": always a fresh cluster, even if `ufme-ray up` left one running on this machine.
-    ray.init(
+    # address="local" and a private temp folder: always a fresh cluster, even beside the one
+    # `ufme-ray up` started. Job drivers find their cluster through <temp>/ray_current_cluster,
+    # which `ray start` writes and ray.init does not: write it, or a job submitted here would
+    # join the other cluster.
+    temp_dir = Path(tempfile.mkdtemp(prefix="ufme-rt-", dir="/tmp"))
+    context = ray.init(
         address="local",
+        _temp_dir=str(temp_dir),
         num_cpus=2,
         include_dashboard=True,
         dashboard_port=dashboard_port,
@@ -82,8 +91,10 @@ def ray_session(tmp_path_factory):
         namespace=NAMESPACE,
         log_to_driver=False,
     )
+    (temp_dir / "ray_current_cluster").write_text(context.address_info["gcs_address"])
     yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "metrics_port": metrics_port}
     ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +112,7 @@ def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> 
             "demo_dir": str(faces_dir / "lfw"),
             "gallery": {"num_shards": NUM_SHARDS},
             "auth": {"keys": [{"id": f"test-{role}", "role": role, "sha256": key_digest(key)} for role, key in keys.items()]},
+            "audit": {"subject_key": base64.b64encode(os.urandom(32)).decode()},
         },
     )
     config["http_options"] = {"host": "127.0.0.1", "port": port}

@@ -278,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
-    ray.init(address="auto", log_to_driver=True)
+    # No address: a job driver joins the cluster its job runs on (RAY_ADDRESS set by the job
+    # supervisor); "auto" could pick another local cluster from /tmp/ray/ray_current_cluster.
+    ray.init(log_to_driver=True)
     summary = Compaction(settings, dim).run()
     CompactionMetrics().record(
         status=summary.status,

@@ -22,6 +22,9 @@ import yaml
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 APP_NAME = "ufme"
+# Its own Ray temp folder: Ray resolves "the local cluster" (for job drivers too) through
+# <temp>/ray_current_cluster, so sharing /tmp/ray with another local cluster mixes them up.
+LOCAL_TEMP_DIR = Path("/tmp/ufme-ray")
 
 
 class ClusterError(RuntimeError):

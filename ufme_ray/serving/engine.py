@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ufme_ray.audit import AuditRecord, AuditWriter, read_records
+from ufme_ray.audit import AuditRecord, AuditWriter, SubjectPseudonyms, read_records
 from ufme_ray.config import GatePolicy, LiveConfig, UfmeSettings
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.gallery.routing import shard_for
@@ -79,6 +79,7 @@ class Engine:
         self.calibration = self.specs.embedder.calibration
         self._store = open_configured_storage(settings)
         self._audit = AuditWriter(self._store)
+        self._pseudonyms = SubjectPseudonyms.from_settings(settings.audit)
         self._epochs: tuple[float, list[int]] = (0.0, [])
         self.apply_live_config(LiveConfig(thresholds=settings.thresholds, gates=settings.gates, duplicates=settings.duplicates))
 
@@ -114,12 +115,14 @@ class Engine:
         except GalleryUnavailableError:
             pass  # the record still goes in, without epochs: the gallery is what is unavailable
         try:
-            await self._audit.record(record)
+            await self._audit.record(self._pseudonyms.record(record))
         except Exception as exc:
             logger.exception("audit write failed")
             raise ApiError(503, "audit_unavailable", f"the audit trail cannot be written: {type(exc).__name__}") from exc
 
     async def audit_page(self, **filters) -> schemas.AuditPageOut:
+        if filters.get("subject_id") is not None:
+            filters["subject_id"] = self._pseudonyms(filters["subject_id"])
         records, total = await asyncio.to_thread(read_records, self._store, **filters)
         return schemas.AuditPageOut(
             total=total, offset=filters["offset"], records=[schemas.AuditRecordOut(**r.model_dump()) for r in records]

@@ -82,7 +82,8 @@ async def enrol_face(subject_id: SubjectId, request: Request, engine: EngineDep)
     return await audited(
         request, engine, "enrol", lambda: engine.enrol(subject_id, images["image"]), subject_ids=[subject_id],
         summarize=lambda r: {"decisions": [{"status": "enrolled", "template_id": r.template_id, "quality": r.face.quality,
-                                            "liveness": r.face.liveness, "duplicate_of": r.duplicate_of}]},
+                                            "liveness": r.face.liveness,
+                                            "duplicate_of": r.duplicate_of.subject_id if r.duplicate_of else None}]},
     )
 
 
