@@ -345,17 +345,18 @@ class UfmeSettings(BaseSettings):
             values = loaded or {}
         try:
             # The environment outranks the file, explicit overrides outrank both.
-            merged = _deep_merge(_deep_merge(values, EnvSettingsSource(cls)()), overrides)
+            merged = deep_merge(deep_merge(values, EnvSettingsSource(cls)()), overrides)
             return cls(**merged)
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(exc)) from exc
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` merged into `base`, recursing into nested mappings (neither is modified)."""
     merged = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import yaml
 
+from ufme_ray.config import deep_merge
+
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 APP_NAME = "ufme"
@@ -127,15 +129,8 @@ def render_serve_config(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     for app in rendered["applications"]:
         if app["name"] == APP_NAME:
             args = app.setdefault("args", {})
-            args["settings"] = _deep_merge(args.get("settings", {}), settings)
+            args["settings"] = deep_merge(args.get("settings", {}), settings)
     return rendered
-
-
-def _deep_merge(base: dict, top: dict) -> dict:
-    merged = dict(base)
-    for key, value in top.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
 
 
 def wait_until_ready(url: str, *, timeout_s: float, on_wait=None) -> dict:
