@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ufme_ray.calibration import labelled_embeddings
 from ufme_ray.config import UfmeSettings
 from ufme_ray.evaluation import open_set_identification, operating_point, pair_scores
 from ufme_ray.vision.image import read_image_file
@@ -33,18 +34,6 @@ FARS = (1e-2, 1e-3)
 def labelled_photos(root: Path, subset: str) -> list[tuple[str, Path]]:
     folders = sorted(p for p in (root / subset).iterdir() if p.is_dir() and not p.name.startswith("_"))
     return [(folder.name, photo) for folder in folders for photo in sorted(folder.glob("*.jpg"))]
-
-
-def embed_all(pipeline: Pipeline, photos: list[tuple[str, Path]], desc: str):
-    labels, vectors, missed = [], [], []
-    for label, path in tqdm(photos, desc=desc, unit="img"):
-        face = pipeline.analyze_decoded([read_image_file(str(path), pipeline.settings.image)])[0].main_face()
-        if face is None:
-            missed.append(str(path))
-            continue
-        labels.append(label)
-        vectors.append(face.embedding)
-    return labels, np.stack(vectors), missed
 
 
 def verification(labels: list[str], vectors: np.ndarray) -> dict:
@@ -126,11 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline.from_settings(UfmeSettings.load(models=models.model_dump()))
     report: dict = {"detector": models.detector, "embedder": models.embedder, "faces": str(args.faces)}
 
-    lfw_labels, lfw_vectors, lfw_missed = embed_all(pipeline, labelled_photos(args.faces, "lfw"), "lfw")
-    deepface_labels, deepface_vectors, deepface_missed = embed_all(
-        pipeline, labelled_photos(args.faces, "deepface"), "deepface"
-    )
-    report["no_face_found"] = lfw_missed + deepface_missed
+    lfw_labels, lfw_vectors, lfw_missed = labelled_embeddings(pipeline, args.faces / "lfw")
+    deepface_labels, deepface_vectors, deepface_missed = labelled_embeddings(pipeline, args.faces / "deepface")
+    report["no_face_found"] = [str(p) for p in lfw_missed + deepface_missed]
     report["verification"] = {
         "lfw": verification(lfw_labels, lfw_vectors),
         "deepface": verification(deepface_labels, deepface_vectors),

@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tqdm import tqdm
+
 from ufme_ray.evaluation import operating_point, pair_scores
+from ufme_ray.vision.image import read_image_file
 
 GRID = np.round(np.arange(-0.30, 1.0001, 0.01), 2)
 
@@ -50,24 +53,24 @@ class Calibration(BaseModel):
         )
 
 
-def labelled_embeddings(pipeline, faces_dir: Path, progress: bool = True) -> tuple[list[str], np.ndarray]:
+def labelled_embeddings(pipeline, faces_dir: Path, progress: bool = True) -> tuple[list[str], np.ndarray, list[Path]]:
     """The main face's embedding of every photo under faces_dir/<identity>/<photo> (any depth of sets).
 
-    Identities are folder names qualified by their set (`lfw/Name`), so sets never collide.
+    Identities are the photo's folder relative to faces_dir (`Name`, or `lfw/Name` one level up),
+    so sets never collide. Folders starting with "_" (group photos) are skipped. Also returns the
+    photos in which no face was found.
     """
-    from tqdm import tqdm
-
-    from ufme_ray.vision.image import read_image_file
-
     photos = sorted(p for p in faces_dir.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp"})
     photos = [p for p in photos if not p.parent.name.startswith("_")]
-    labels, vectors = [], []
-    for path in tqdm(photos, desc="embedding", unit="img", disable=not progress):
+    labels, vectors, missed = [], [], []
+    for path in tqdm(photos, desc=f"embedding {faces_dir.name}", unit="img", disable=not progress):
         face = pipeline.analyze_decoded([read_image_file(str(path), pipeline.settings.image)])[0].main_face()
-        if face is not None:
-            labels.append(str(path.parent.relative_to(faces_dir)))
-            vectors.append(face.embedding)
-    return labels, np.stack(vectors)
+        if face is None:
+            missed.append(path)
+            continue
+        labels.append(str(path.parent.relative_to(faces_dir)))
+        vectors.append(face.embedding)
+    return labels, np.stack(vectors), missed
 
 
 def calibrate(labels: list[str], vectors: np.ndarray, fars: list[float], source: str):

@@ -245,7 +245,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_settings(settings)
     labels, vectors = [], []
     for folder in args.faces:
-        found_labels, found_vectors = labelled_embeddings(pipeline, folder)
+        found_labels, found_vectors, _ = labelled_embeddings(pipeline, folder)
         labels += [f"{folder.name}/{label}" for label in found_labels]
         vectors.append(found_vectors)
     source = f"{', '.join(str(f) for f in args.faces)} ({settings.models.detector} + {settings.models.embedder})"
@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list, verify or pull model files")
     model_commands = models.add_subparsers(dest="models_command", required=True)
-    model_commands.add_parser("list", help="every model in the manifest and whether it is installed")
+    listing = model_commands.add_parser("list", help="every model in the manifest and whether it is installed")
+    listing.set_defaults(names=[])
     verify = model_commands.add_parser("verify", help="check each file's sha256; exit 1 if corrupt, 2 if missing")
     verify.add_argument("names", nargs="*", help="only these models (default: the configured ones and any present)")
     verify.add_argument("--all", action="store_true", help="every model of the manifest")
@@ -331,8 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--from", dest="source", help="mirror: http(s) base URL, folder, or s3://bucket/prefix?…")
     pull.add_argument("--force", action="store_true", help="download even if a verified file is present")
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
-    for sub in (model_commands.choices["list"], verify, pull):
-        sub.set_defaults(handler=cmd_models, names=getattr(sub, "names", None))
+    for sub in (listing, verify, pull):
+        sub.set_defaults(handler=cmd_models)
     up = commands.add_parser("up", help="start (or use) a Ray cluster, deploy the service, wait until ready")
     up.add_argument("--address", help="dashboard URL of an existing cluster (default: start a local head)")
     up.add_argument("--serve-config", type=Path, help="Serve config (default: ./serve_config.yaml)")
@@ -401,8 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not hasattr(args, "names"):
-        args.names = None
     try:
         return args.handler(args)
     except ConfigError as exc:

@@ -97,6 +97,11 @@ class ApiKeySpec(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the whole key string.")
 
 
+def _secret_json(secret: SecretStr, info) -> str:
+    """Masked in every JSON dump except `UfmeSettings.transport_json`, which hands settings to replicas."""
+    return secret.get_secret_value() if info.context and info.context.get("reveal_secrets") else "**********"
+
+
 class AuditSettings(_Strict):
     """Subject ids in audit records are HMAC-SHA256 pseudonyms under this key, so an erased
     subject's id is not kept in storage while the trail stays searchable by id."""
@@ -108,7 +113,7 @@ class AuditSettings(_Strict):
     def _key_json(self, key: SecretStr | None, info) -> str | None:
         if key is None:
             return None
-        return key.get_secret_value() if info.context and info.context.get("reveal_secrets") else "**********"
+        return _secret_json(key, info)
 
 
 class AuthSettings(_Strict):
@@ -129,9 +134,7 @@ class EncryptionSettings(_Strict):
 
     @field_serializer("keys", when_used="json")
     def _keys_json(self, keys: dict[str, SecretStr], info) -> dict[str, str]:
-        # Masked in every dump except `UfmeSettings.transport_json`, which hands settings to replicas.
-        reveal = bool(info.context and info.context.get("reveal_secrets"))
-        return {key_id: secret.get_secret_value() if reveal else "**********" for key_id, secret in keys.items()}
+        return {key_id: _secret_json(secret, info) for key_id, secret in keys.items()}
 
     @model_validator(mode="after")
     def _current_key_present(self) -> "EncryptionSettings":

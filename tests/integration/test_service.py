@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +11,6 @@ import httpx
 import numpy as np
 import pytest
 import ray
-from PIL import Image
 
 pytestmark = pytest.mark.ray
 
@@ -146,11 +144,9 @@ def test_shard_restart_loses_nothing(service, lfw_gallery):
     before = service.http.get("/api/v1/gallery").json()
     for index in range(2):
         ray.kill(service.shard(index), no_restart=False)
-    statuses = set()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         response = service.http.get("/ready")
-        statuses.add(response.status_code)
         if response.status_code == 200:
             break
         assert response.status_code == 503
@@ -170,7 +166,7 @@ def test_reconfigure_changes_decisions_without_restart(service, lfw_gallery, fac
     config["gates"]["identify"] = []
     config["thresholds"]["similarity_min"] = 0.99
     service.deploy(config)
-    answer = wait_for_config(service, lambda a: a["thresholds"]["similarity_min"] == 0.99, faces_dir)
+    wait_for_config(service, lambda a: a["thresholds"]["similarity_min"] == 0.99, faces_dir)
     assert main_decision(identify(service, probe))["status"] == "unknown"
     assert replica_ids(service) == replicas_before
     config["thresholds"]["similarity_min"] = 0.45

@@ -84,17 +84,23 @@ def _check_events(events: Sequence[Event]) -> list[Event]:
 
 
 class EventLog(abc.ABC):
-    """One shard's append-only event log, held by its single writer. Thread-safe."""
+    """One shard's append-only event log, held by its single writer. Thread-safe.
+
+    Implementations set `_shard` and `_epoch` when they open the log.
+    """
+
+    _shard: int
+    _epoch: int
 
     @property
-    @abc.abstractmethod
     def shard(self) -> int:
         """The shard this log belongs to."""
+        return self._shard
 
     @property
-    @abc.abstractmethod
     def writer_epoch(self) -> int:
         """The fencing token claimed when this writer opened the log."""
+        return self._epoch
 
     @property
     @abc.abstractmethod
@@ -153,14 +159,6 @@ class InMemoryEventLog(EventLog):
         with self._backend.lock:
             self._backend.epoch += 1
             self._epoch = self._backend.epoch
-
-    @property
-    def shard(self) -> int:
-        return self._shard
-
-    @property
-    def writer_epoch(self) -> int:
-        return self._epoch
 
     @property
     def last_seq(self) -> int:
@@ -310,14 +308,6 @@ class ObjectStoreEventLog(EventLog):
         store.write(f"{prefix}/writers/{epoch:010d}.start-{last_seq + 1:020d}", b"")
         logger.info("shard %d: log writer epoch %d opened at seq %d (%s)", shard, epoch, last_seq, store.uri)
         return cls(store, shard, settings, epoch, last_seq)
-
-    @property
-    def shard(self) -> int:
-        return self._shard
-
-    @property
-    def writer_epoch(self) -> int:
-        return self._epoch
 
     @property
     def last_seq(self) -> int:

@@ -403,12 +403,9 @@ class Shard:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        queries = np.asarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries must have shape (n, {self.dim}), got {queries.shape}")
+        queries = self._prepared(queries)
         if len(queries) == 0:
             return []
-        queries = l2_normalise(queries)
         with self._rw.read():
             base = self._base
             base_scores, base_rows = base.index.search(queries, k, alive=self._alive)
@@ -435,17 +432,21 @@ class Shard:
                 results.append(hits)
         return results
 
+    def _prepared(self, queries: np.ndarray) -> np.ndarray:
+        """Queries as L2-normalised float32 (n, dim); ValueError for any other shape."""
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (n, {self.dim}), got {queries.shape}")
+        return l2_normalise(queries) if len(queries) else queries
+
     def subject_scores(self, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
         """1:1 verification: per query, (template_id, cosine) for every live template of the subject.
 
         Ordered by template id; an unknown or deleted subject gives an empty list per query.
         """
-        queries = np.asarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries must have shape (n, {self.dim}), got {queries.shape}")
+        queries = self._prepared(queries)
         if len(queries) == 0:
             return []
-        queries = l2_normalise(queries)
         with self._rw.read():
             ids: list[int] = []
             parts: list[np.ndarray] = []

@@ -187,10 +187,9 @@ class Engine:
         """The one face to enrol; refuses no face and several comparable faces."""
         if not analysis.faces:
             raise ApiError(422, "no_face", "no face was found in the image")
-        faces = sorted(analysis.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+        faces = sorted(analysis.faces, key=lambda f: f.area, reverse=True)
         if len(faces) > 1:
-            area = lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))  # noqa: E731
-            if area(faces[0]) < dominance * area(faces[1]):
+            if faces[0].area < dominance * faces[1].area:
                 raise ApiError(
                     422,
                     "multiple_faces",

@@ -10,7 +10,8 @@ from ray import serve
 from ufme_ray import __version__
 from ufme_ray.config import LiveConfig, UfmeSettings
 from ufme_ray.serving.api.errors import ApiError, install_error_handlers
-from ufme_ray.serving.api.routes import admin, current_engine, health, install_engine, matching, subjects
+from ufme_ray.serving.api.dependencies import current_engine, install_engine
+from ufme_ray.serving.api.routes import admin, health, matching, subjects
 from ufme_ray.serving.engine import Engine, StageHandles
 from ufme_ray.serving.metrics import ServiceMetrics
 

@@ -70,8 +70,9 @@ class Detector(_Stage):
     def __init__(self, settings_json: str):
         settings = UfmeSettings.model_validate_json(settings_json)
         specs = ModelSpecs.from_settings(settings)
-        self._default_min = specs.thresholds(settings).detection_min
-        self._detector = load_detector(settings, specs, specs.thresholds(settings))
+        thresholds = specs.thresholds(settings)
+        self._default_min = thresholds.detection_min
+        self._detector = load_detector(settings, specs, thresholds)
 
     def reconfigure(self, user_config: dict) -> None:
         config = BatchConfig.model_validate(user_config)

@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from ufme_ray.config import RuntimeSettings
 from ufme_ray.vision.errors import ModelLoadError
 from ufme_ray.vision.manifest import ModelSpec, Preprocess
+from ufme_ray.vision.model_store import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ def load_session(
     call; see `make_batch_dynamic`. Raises ModelMissingError/ModelCorruptError (model_store) or
     ModelLoadError.
     """
-    from ufme_ray.vision.model_store import resolve_model_path
-
     path = resolve_model_path(model_dir, spec, verify=runtime.verify_checksums)
     options = ort.SessionOptions()
     options.intra_op_num_threads = runtime.intra_op_threads

@@ -38,6 +38,11 @@ class FaceAnalysis:
     gates: dict[str, GateResult]
 
     @property
+    def area(self) -> float:
+        """Box area in square pixels."""
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+    @property
     def accepted(self) -> bool:
         """True when no configured gate failed."""
         return not any(gate.failed for gate in self.gates.values())
@@ -84,7 +89,7 @@ class ImageAnalysis:
         centre_x, centre_y = self.width / 2, self.height / 2
         covering = [f for f in self.faces if f.box[0] <= centre_x <= f.box[2] and f.box[1] <= centre_y <= f.box[3]]
         candidates = covering or self.faces
-        return max(candidates, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), default=None)
+        return max(candidates, key=lambda f: f.area, default=None)
 
     def to_dict(self, *, include_embedding: bool = False) -> dict:
         return {

@@ -14,7 +14,6 @@ from ufme_ray.config import GallerySettings
 from ufme_ray.gallery.build import compact
 from ufme_ray.gallery.encryption import EncryptedObjectStore, EncryptionError, TemplateCipher
 from ufme_ray.gallery.log import delete_segments_through
-from ufme_ray.gallery.routing import shard_for
 from ufme_ray.gallery.shard import Enrolment, Shard
 from ufme_ray.gallery.snapshot import epoch_prefix, read_current, read_manifest
 

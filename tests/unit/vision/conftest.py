@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ufme_ray.config import UfmeSettings
@@ -40,7 +41,7 @@ def single_identity_photos(faces_dir: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def decoded_photos(faces_dir: Path) -> list[tuple[Path, "np.ndarray"]]:
+def decoded_photos(faces_dir: Path) -> list[tuple[Path, np.ndarray]]:
     """Every single-identity photo decoded once for the session (the high-resolution ones are slow)."""
     from ufme_ray.config import ImageLimits
     from ufme_ray.vision.image import read_image_file

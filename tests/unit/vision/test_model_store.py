@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import MODEL_DIR
 from ufme_ray.vision import model_store
 from ufme_ray.vision.manifest import packaged_manifest
 from ufme_ray.vision.model_store import (
@@ -33,9 +34,8 @@ from ufme_ray.vision.model_store import (
     verify_models,
 )
 
-SHARED_MODELS = Path(__file__).resolve().parents[3].parent / "shared" / "models"
-if not SHARED_MODELS.is_dir():
-    pytest.skip(f"real model files not found in {SHARED_MODELS}", allow_module_level=True)
+# The real files (UFME_MODEL_DIR or ../shared/models); missing files fail the tests, never skip them.
+SHARED_MODELS = MODEL_DIR
 
 MANIFEST = packaged_manifest()
 YUNET = MANIFEST.get("yunet_2023mar")  # 232 KB

@@ -18,11 +18,26 @@ from ufme_ray.vision.errors import ImageError
 Result = TypeVar("Result")
 
 
+# Serve runs a deserialized copy of the FastAPI app, created after the Gateway's constructor, so
+# the constructor cannot reach that app's state; a replica is one process, so it installs its
+# Engine here instead.
+_installed_engine = None
+
+
+def install_engine(engine) -> None:
+    global _installed_engine
+    _installed_engine = engine
+
+
+def current_engine():
+    if _installed_engine is None:
+        raise ApiError(503, "not_ready", "the gateway is starting")
+    return _installed_engine
+
+
 def get_engine():
     """The replica's Engine (see `install_engine`); tests may override this dependency."""
-    from ufme_ray.serving.api import routes
-
-    return routes.current_engine()
+    return current_engine()
 
 
 def presented_key(request: Request) -> str | None:

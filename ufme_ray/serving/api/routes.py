@@ -15,23 +15,6 @@ from ufme_ray.serving.api.dependencies import audited, get_engine, require
 from ufme_ray.serving.api.errors import ApiError
 from ufme_ray.serving.api.inputs import read_image_request
 
-# Serve runs a deserialized copy of the FastAPI app, created after the Gateway's constructor, so
-# the constructor cannot reach that app's state; a replica is one process, so it installs its
-# Engine here instead.
-_installed_engine = None
-
-
-def install_engine(engine) -> None:
-    global _installed_engine
-    _installed_engine = engine
-
-
-def current_engine():
-    if _installed_engine is None:
-        raise ApiError(503, "not_ready", "the gateway is starting")
-    return _installed_engine
-
-
 EngineDep = Annotated[object, Depends(get_engine)]
 SubjectId = Annotated[str, Path(pattern=schemas.SUBJECT_ID_PATTERN, description="Your identifier of the person.")]
 
