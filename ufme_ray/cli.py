@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ufme_ray.config import ConfigError, UfmeSettings
 from ufme_ray.client import ADMIN_KEY_FILE, KEYS_FILE, UfmeApiError, UfmeClient, find_api_key
 from ufme_ray.serving.auth import add_key_to_file, write_secret_file
-from ufme_ray.serving.cluster import ClusterError
+from ufme_ray.serving.cluster import ClusterError, cluster_temp_dir
 from ufme_ray.vision.errors import ImageError, VisionError
 
 logger = logging.getLogger("ufme_ray")
@@ -157,7 +157,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             dashboard_port=args.dashboard_port,
             metrics_port=args.metrics_port,
             agent_port=args.agent_port,
-            temp_dir=cluster.LOCAL_TEMP_DIR,
+            temp_dir=args.temp_dir,
         )
     client = cluster.DashboardClient(address, token)
     print(f"deploying the Serve application to {address} ...", flush=True)
@@ -182,8 +182,8 @@ def cmd_down(args: argparse.Namespace) -> int:
         client.shutdown()
         print(f"removed the Serve applications from {address}")
     if args.address is None:
-        cluster.stop_local_ray()
-        print("stopped the local Ray cluster (the gallery stays in its storage)")
+        stopped = cluster.stop_local_ray(args.temp_dir)
+        print(f"stopped the local Ray cluster of {args.temp_dir} ({stopped} processes; the gallery stays in its storage)")
     else:
         print("the shard actors (detached) keep running on that cluster; the next deploy reuses them")
     return 0
@@ -344,11 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port of the local node")
     up.add_argument("--agent-port", type=int, default=52366, help="dashboard agent port of the local node (runs jobs)")
     up.add_argument("--timeout-s", type=float, default=600)
+    up.add_argument(
+        "--temp-dir", type=Path, default=cluster_temp_dir(),
+        help="Ray temp folder of the local head; one per local cluster (default: UFME_RAY_TEMP_DIR or /tmp/ufme-ray)",
+    )
     up.set_defaults(handler=cmd_up)
 
     down = commands.add_parser("down", help="remove the service (and stop the local Ray started by `up`)")
     down.add_argument("--address", help="dashboard URL of an existing cluster (default: the local head)")
     down.add_argument("--dashboard-port", type=int, default=8265)
+    down.add_argument("--temp-dir", type=Path, default=cluster_temp_dir(), help="Ray temp folder of the local head `up` started")
     down.set_defaults(handler=cmd_down)
 
     demo = commands.add_parser("demo", help="load the demo gallery (progress bar) and run one identify")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 from ufme_ray.config import deep_merge
@@ -27,6 +28,11 @@ APP_NAME = "ufme"
 # Its own Ray temp folder: Ray resolves "the local cluster" (for job drivers too) through
 # <temp>/ray_current_cluster, so sharing /tmp/ray with another local cluster mixes them up.
 LOCAL_TEMP_DIR = Path("/tmp/ufme-ray")
+
+
+def cluster_temp_dir() -> Path:
+    """The Ray temp folder of the cluster `ufme-ray up` starts: UFME_RAY_TEMP_DIR or /tmp/ufme-ray."""
+    return Path(os.environ.get("UFME_RAY_TEMP_DIR", LOCAL_TEMP_DIR))
 
 
 class ClusterError(RuntimeError):
@@ -80,8 +86,49 @@ def start_local_head(
         raise ClusterError(f"`ray start --head` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
 
 
-def stop_local_ray() -> None:
-    subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, env=auth_env())
+def cluster_processes(temp_dir: Path) -> list[psutil.Process]:
+    """The processes of the local cluster whose Ray temp folder is `temp_dir`, with their children.
+
+    The head's own processes (GCS, raylet, dashboard, monitors) name the temp folder on their
+    command line; workers and agents are the raylet's children.
+    """
+    marker = str(temp_dir.resolve())
+    roots = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(marker in part for part in process.info["cmdline"] or ()):
+            roots.append(process)
+    found: dict[int, psutil.Process] = {}
+    for root in roots:
+        for process in [root, *_children(root)]:
+            found[process.pid] = process
+    return list(found.values())
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_local_ray(temp_dir: Path, *, grace_s: float = 10.0) -> int:
+    """Stop the local cluster started with `temp_dir` (not `ray stop`, which stops every Ray on
+    the machine: a test session or another cluster beside it would die too). Returns how many
+    processes were stopped."""
+    processes = cluster_processes(temp_dir)
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+    return len(processes)
 
 
 class DashboardClient:
