@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# The test cluster runs with token auth, started like `ufme-ray up` starts one; Ray reads the mode
+# when it is first imported, so it is set before any test module imports ray.
+os.environ["RAY_AUTH_MODE"] = "token"
+
 pytest_plugins: list[str] = ["tests.fixtures.s3"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

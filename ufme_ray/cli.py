@@ -154,6 +154,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"starting a local Ray head (token auth on, metrics on port {args.metrics_port}) ...", flush=True)
         cluster.start_local_head(
             num_cpus=args.num_cpus,
+            gcs_port=args.gcs_port,
             dashboard_port=args.dashboard_port,
             metrics_port=args.metrics_port,
             agent_port=args.agent_port,
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--num-cpus", type=int, help="CPUs of the local head (default: all)")
     up.add_argument("--shards", type=int, help="number of gallery shards (default: the serve config's)")
     up.add_argument("--port", type=int, default=8000, help="HTTP port of the service")
+    up.add_argument("--gcs-port", type=int, default=6379, help="GCS port of the local head (one per local cluster)")
     up.add_argument("--dashboard-port", type=int, default=8265)
     up.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port of the local node")
     up.add_argument("--agent-port", type=int, default=52366, help="dashboard agent port of the local node (runs jobs)")

@@ -241,7 +241,11 @@ class CompactionSettings(_Strict):
     work_dir: Path | None = Field(
         None, description="Local scratch folder of the per-shard build tasks; None: the system temporary folder."
     )
-    task_num_cpus: float = Field(1.0, gt=0, description="CPUs each per-shard build task (a Ray task) reserves.")
+    task_num_cpus: float = Field(
+        0.25, gt=0, description="CPUs each per-shard build task (a Ray task) reserves for scheduling; the FAISS "
+        "build uses the node's cores whatever it reserves. Small by default: on a 2-core machine the Serve "
+        "replicas reserve 1.35-2 CPUs, and a build asking for 1 waited forever (found by scripts/chaos.py).",
+    )
     swap_concurrency: PositiveInt | None = Field(
         1, description="Shards loading the new snapshot at once (None: all). Loading is CPU-heavy (checksums, "
         "copies): with 5 shards on 2 cores, all at once raised the search p99 12.8x, one at a time 1.8x "

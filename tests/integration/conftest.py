@@ -75,26 +75,24 @@ class Service:
 
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
-    dashboard_port, metrics_port = free_port(), free_port()
-    # address="local" and a private temp folder: always a fresh cluster, even beside the one
-    # `ufme-ray up` started. Job drivers find their cluster through <temp>/ray_current_cluster,
-    # which `ray start` writes and ray.init does not: write it, or a job submitted here would
-    # join the other cluster.
+    """A fresh local cluster (2 CPUs) with its own temp folder and ports, even beside `ufme-ray up`'s
+    or another test session's: started like `ufme-ray up` starts one (`ray start --head`, token
+    auth), because ray.init cannot move the dashboard agent off its fixed port 52365 and a second
+    cluster on that port cannot run jobs ("No available agent")."""
+    gcs_port, dashboard_port, metrics_port, agent_port = (free_port() for _ in range(4))
     temp_dir = Path(tempfile.mkdtemp(prefix="ufme-rt-", dir="/tmp"))
-    context = ray.init(
-        address="local",
-        _temp_dir=str(temp_dir),
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_port=dashboard_port,
-        _metrics_export_port=metrics_port,
-        namespace=NAMESPACE,
-        log_to_driver=False,
+    cluster.ensure_auth_token()
+    cluster.start_local_head(
+        num_cpus=2, gcs_port=gcs_port, dashboard_port=dashboard_port, metrics_port=metrics_port,
+        agent_port=agent_port, temp_dir=temp_dir,
     )
-    (temp_dir / "ray_current_cluster").write_text(context.address_info["gcs_address"])
-    yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "metrics_port": metrics_port}
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    try:
+        ray.init(address=f"127.0.0.1:{gcs_port}", namespace=NAMESPACE, log_to_driver=False)  # RAY_AUTH_MODE: tests/conftest.py
+        yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "metrics_port": metrics_port}
+        ray.shutdown()
+    finally:
+        cluster.stop_local_ray(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

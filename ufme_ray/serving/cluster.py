@@ -65,7 +65,8 @@ def ensure_auth_token() -> str:
 
 
 def start_local_head(
-    *, num_cpus: int | None, dashboard_port: int, metrics_port: int, agent_port: int, temp_dir: Path | None = None
+    *, num_cpus: int | None, gcs_port: int, dashboard_port: int, metrics_port: int, agent_port: int,
+    temp_dir: Path | None = None,
 ) -> None:
     """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default).
 
@@ -73,7 +74,7 @@ def start_local_head(
     default 52365, so another local cluster (a test session) can still run jobs beside this one.
     """
     command = [
-        _ray_cli(), "start", "--head", "--disable-usage-stats",
+        _ray_cli(), "start", "--head", "--disable-usage-stats", f"--port={gcs_port}",
         f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", f"--metrics-export-port={metrics_port}",
         f"--dashboard-agent-listen-port={agent_port}",
     ]
@@ -92,16 +93,22 @@ def cluster_processes(temp_dir: Path) -> list[psutil.Process]:
     The head's own processes (GCS, raylet, dashboard, monitors) name the temp folder on their
     command line; workers and agents are the raylet's children.
     """
-    marker = str(temp_dir.resolve())
+    folder = str(temp_dir.resolve())
+    ours = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # whoever asked is not the cluster
     roots = []
     for process in psutil.process_iter(["cmdline"]):
-        if any(marker in part for part in process.info["cmdline"] or ()):
+        if process.pid not in ours and any(_names_folder(part, folder) for part in process.info["cmdline"] or ()):
             roots.append(process)
     found: dict[int, psutil.Process] = {}
     for root in roots:
         for process in [root, *_children(root)]:
             found[process.pid] = process
     return list(found.values())
+
+
+def _names_folder(argument: str, folder: str) -> bool:
+    """`--temp-dir=/tmp/x`, `/tmp/x` or a path inside it; not `/tmp/x-other`."""
+    return argument == folder or argument.endswith("=" + folder) or f"{folder}/" in argument
 
 
 def _children(process: psutil.Process) -> list[psutil.Process]:

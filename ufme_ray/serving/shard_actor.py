@@ -4,6 +4,11 @@
 because every acknowledged event is durable in the shard's log, the restarted actor restores
 exactly the acknowledged state. Restoring runs in a background thread so that the actor answers
 `ready()` (and refuses work with ShardNotReadyError) while it loads.
+
+Crash-only recovery inside the actor too: when a write fails in storage (an S3 outage), the log
+writer disables itself, because the failed PUT may or may not have landed. The actor then drops
+the shard and restores it again from storage (a new writer epoch that reads whatever did land),
+retrying with backoff until storage answers; meanwhile every call gets ShardNotReadyError (503).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import ray
 from ray.util import metrics
 
 from ufme_ray.config import UfmeSettings
-from ufme_ray.gallery.shard import Enrolment, SearchHit, Shard, TemplateInfo
+from ufme_ray.gallery.log import FencedError, LogUnavailableError
+from ufme_ray.gallery.shard import Enrolment, SearchHit, Shard, ShardFailedError, TemplateInfo
 from ufme_ray.gallery.encryption import open_configured_storage
 
 logger = logging.getLogger(__name__)
@@ -27,6 +33,10 @@ NAMESPACE = "ufme"
 # Reads run concurrently with writes (the Shard's own locks order them); concurrent enrolments
 # are what lets the log group-commit them into one durable write.
 MAX_CONCURRENCY = 32
+# Restore retries back off up to this; storage that is back is noticed within it.
+RESTORE_RETRY_MAX_S = 5.0
+# The shard's writer cannot go on after these; a fresh restore can.
+_WRITER_LOST = (LogUnavailableError, FencedError, ShardFailedError)
 
 
 def shard_actor_name(shard_id: int) -> str:
@@ -50,20 +60,48 @@ class ShardActor:
         self._size_gauge = metrics.Gauge("ufme_shard_templates", "live templates held by the shard", tag_keys=("shard",))
         self._restore_gauge = metrics.Gauge("ufme_shard_restore_seconds", "time the last restore took", tag_keys=("shard",))
         self._ready_gauge.set(0, tags)
-        threading.Thread(target=self._restore, name=f"restore-shard-{shard_id}", daemon=True).start()
+        self._reopen_lock = threading.Lock()
+        self._start_restore()
+
+    def _start_restore(self) -> None:
+        threading.Thread(target=self._restore, name=f"restore-shard-{self._shard_id}", daemon=True).start()
 
     def _restore(self) -> None:
-        try:
-            store = open_configured_storage(self._settings)
-            self._shard = Shard.open(store, self._shard_id, self._settings.gallery.num_shards, self._dim, self._settings.gallery)
-        except Exception as exc:  # reported through ready()/health(); the actor stays up to say why
-            logger.exception("shard %d failed to restore", self._shard_id)
-            self._error = f"{type(exc).__name__}: {exc}"
-            return
+        started, delay = time.monotonic(), 0.25
+        while True:
+            try:
+                store = open_configured_storage(self._settings)
+                shard = Shard.open(store, self._shard_id, self._settings.gallery.num_shards, self._dim, self._settings.gallery)
+                break
+            except Exception as exc:  # reported through ready(); the actor stays up to say why, and retries
+                logger.exception("shard %d failed to restore; retrying in %.1f s", self._shard_id, delay)
+                self._error = f"{type(exc).__name__}: {exc}"
+                time.sleep(delay)
+                delay = min(delay * 2, RESTORE_RETRY_MAX_S)
+        self._error = None
+        self._shard = shard
         tags = {"shard": str(self._shard_id)}
-        self._restore_gauge.set(time.monotonic() - self._started, tags)
+        self._restore_gauge.set(time.monotonic() - started, tags)
         self._ready_gauge.set(1, tags)
         self._publish_size()
+
+    def _write(self, action):
+        """Run a write; if it cost the shard its log writer, restore the shard and answer not-ready."""
+        shard = self._ready_shard()
+        try:
+            return action(shard)
+        except _WRITER_LOST as exc:
+            self._reopen(shard)
+            raise ShardNotReadyError(f"shard {self._shard_id} lost its log writer ({exc}); restoring from storage") from exc
+
+    def _reopen(self, failed: Shard) -> None:
+        with self._reopen_lock:
+            if self._shard is not failed:  # a concurrent write already started the restore
+                return
+            self._shard = None
+        self._ready_gauge.set(0, {"shard": str(self._shard_id)})
+        failed.close()
+        self._start_restore()
 
     def _ready_shard(self) -> Shard:
         if self._shard is None:
@@ -80,12 +118,12 @@ class ShardActor:
 
     def enrol(self, items: list[tuple[str, np.ndarray, float]]) -> list[tuple[int, int]]:
         """Durably enrol (subject_id, vector, quality) items; returns (template_id, seq) each."""
-        result = self._ready_shard().enrol([Enrolment(subject, vector, quality) for subject, vector, quality in items])
+        result = self._write(lambda shard: shard.enrol([Enrolment(subject, vector, quality) for subject, vector, quality in items]))
         self._publish_size()
         return result
 
     def delete(self, subject_id: str) -> list[int]:
-        erased = self._ready_shard().delete(subject_id)
+        erased = self._write(lambda shard: shard.delete(subject_id))
         self._publish_size()
         return erased
 
@@ -116,14 +154,24 @@ class ShardActor:
         return asdict(shard.stats())
 
 
-def shard_handles(settings: UfmeSettings, dim: int, *, num_cpus: float, resources: dict[str, float] | None = None) -> list:
-    """Get (or create) every shard actor. Idempotent across replicas and restarts."""
+def shard_handles(
+    settings: UfmeSettings,
+    dim: int,
+    *,
+    num_cpus: float,
+    resources: dict[str, float] | None = None,
+    namespace: str = NAMESPACE,
+) -> list:
+    """Get (or create) every shard actor in `namespace`. Idempotent across replicas and restarts.
+
+    Another namespace holds a second gallery's actors on the same cluster (benchmarks, tests).
+    """
     remote = ray.remote(ShardActor)
     settings_json = settings.transport_json()
     return [
         remote.options(
             name=shard_actor_name(i),
-            namespace=NAMESPACE,
+            namespace=namespace,
             lifetime="detached",
             get_if_exists=True,
             max_restarts=-1,

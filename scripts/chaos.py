@@ -1,0 +1,186 @@
+"""Chaos against a service started by `ufme-ray up`: faults under steady load, nothing acknowledged lost.
+
+For each storage (file://, and S3 on a SeaweedFS server this script starts on 127.0.0.1), the
+script starts the service with `ufme-ray up` (its own Ray temp folder and ports, a fresh data
+folder), runs enrol + delete + identify at --rate requests/s and injects, one at a time: SIGKILL
+of a shard actor's process, of a Serve replica, of the compaction job mid-build and mid-swap, an
+S3 server restart (S3 only), `ufme-ray down` + `ufme-ray up`; then a mixed round. At the end
+every acknowledged enrolment must be found and no acknowledged delete may come back.
+
+    python scripts/chaos.py --storage file s3 --rate 3 --json bench-results/chaos.json
+
+Exit 1 if anything acknowledged was lost or resurrected, a fault did not recover, or a write was
+acknowledged while the S3 server was down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ufme_ray.config import UfmeSettings
+from ufme_ray.jobs.compact import embedding_dim
+from ufme_ray.proving.chaos import (
+    ChaosRun, DownUp, Fault, KillCompactionJob, KillServeReplica, KillShardActor, Mixed, RestartS3, Target,
+)
+from ufme_ray.proving.seaweedfs import SeaweedS3
+from ufme_ray.serving import cluster
+
+REPO = Path(__file__).resolve().parents[1]
+FACES = REPO.parent / "shared" / "faces"
+
+
+def one_photo_per_identity(folders: list[Path]) -> list[Path]:
+    """One photo per person: two live subjects never share a face (the duplicate check would refuse it)."""
+    photos = []
+    for folder in folders:
+        for person in sorted(p for p in folder.iterdir() if p.is_dir()):
+            images = sorted(p for p in person.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            if images:
+                photos.append(images[0])
+    return photos
+
+
+class Service:
+    """`ufme-ray up` / `down` as subprocesses with one environment, its own temp folder and ports."""
+
+    def __init__(self, args: argparse.Namespace, env: dict[str, str], log_path: Path):
+        self.args, self.env, self.log_path = args, env, log_path
+        self.ports = ["--port", str(args.port), "--dashboard-port", str(args.dashboard_port)]
+        self.url = f"http://127.0.0.1:{args.port}"
+        self.dashboard_url = f"http://127.0.0.1:{args.dashboard_port}"
+
+    def _cli(self, *command: str) -> None:
+        with self.log_path.open("a") as log:
+            log.write(f"\n$ ufme-ray {' '.join(command)}\n")
+            log.flush()
+            subprocess.run([sys.executable, "-m", "ufme_ray.cli", *command], env=self.env, stdout=log,
+                           stderr=subprocess.STDOUT, check=True)
+
+    def up(self) -> None:
+        self._cli("up", "--temp-dir", str(self.args.temp_dir), *self.ports, "--metrics-port", str(self.args.metrics_port),
+                  "--agent-port", str(self.args.agent_port), "--gcs-port", str(self.args.gcs_port), "--num-cpus", str(os.cpu_count()))
+
+    def down(self) -> None:
+        self._cli("down", "--temp-dir", str(self.args.temp_dir), "--dashboard-port", str(self.args.dashboard_port))
+
+
+def faults_for(storage: str, service: Service, s3: SeaweedS3 | None, args: argparse.Namespace) -> list[Fault]:
+    singles: list[Fault] = [KillShardActor(), KillServeReplica(), KillCompactionJob("build"), KillCompactionJob("swap")]
+    mixed: list[Fault] = [KillShardActor(), KillServeReplica(), KillCompactionJob("swap")]
+    if s3 is not None:
+        singles.append(RestartS3(s3, args.s3_down_s))
+        mixed.append(RestartS3(s3, args.s3_down_s))
+    return [*singles, DownUp(service.down, service.up), Mixed(mixed)]
+
+
+
+
+def run_storage(storage: str, args: argparse.Namespace) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix=f"ufme-chaos-{storage}-"))
+    env = {**os.environ, "UFME_DATA_DIR": str(workdir / "data")}
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        s3 = None
+        if storage == "s3":
+            s3 = SeaweedS3(workdir / "s3")
+            cleanup.callback(s3.stop)
+            s3.start()
+            env.update(s3.env)
+            env["UFME_STORAGE_URI"] = s3.uri("chaos-gallery")
+        else:
+            env["UFME_STORAGE_URI"] = (workdir / "data" / "store").as_uri()
+        os.environ.update({k: v for k, v in env.items() if k.startswith(("UFME_", "AWS_"))})  # the harness's own settings
+        service = Service(args, env, workdir / "service.log")
+        print(f"[{storage}] starting the service with `ufme-ray up` (log: {service.log_path}) ...", flush=True)
+        cleanup.callback(service.down)
+        service.up()
+        settings = UfmeSettings.load()
+        target = Target(
+            url=service.url, api_key=(workdir / "data" / "admin.key").read_text().strip(),
+            dashboard_url=service.dashboard_url, ray_token=cluster.ensure_auth_token(), settings=settings,
+            embedding_dim=embedding_dim(settings),
+        )
+        run = ChaosRun(target, one_photo_per_identity([FACES / "lfw", FACES / "deepface"]), rate=args.rate,
+                       workers=args.workers, seed=args.seed)
+        started = time.monotonic()
+        run.run(faults_for(storage, service, s3, args), warmup_s=args.warmup_s, settle_s=args.settle_s)
+        run.settle_ambiguous()
+        checked = run.verify()
+        rows = run.report()
+        return {
+            "storage": storage,
+            "duration_s": round(time.monotonic() - started, 1),
+            "rows": rows,
+            "checked": checked,
+            "violations": [v.__dict__ for v in run.violations],
+            "outage_writes": dict(run.outage_writes),
+            "refused_photos": len(run.ledger.refused_photos),
+            "failed": failures(rows, run, s3 is not None),
+        }
+
+
+def failures(rows: list[dict], run: ChaosRun, with_s3: bool) -> list[str]:
+    problems = [f"{v.kind}: {v.subject_id} ({v.phase}): {v.detail}" for v in run.violations]
+    problems += [f"{r.name}: no recovery" for r in run.results if r.recovery_s is None]
+    false_acks = sum(count for status, count in run.outage_writes.items() if status.startswith("2"))
+    if false_acks:
+        problems.append(f"{false_acks} writes acknowledged while the S3 server was down")
+    if with_s3 and not run.outage_writes:
+        problems.append("no write was attempted during the S3 outage: the outage proved nothing")
+    return problems
+
+
+def print_table(result: dict) -> None:
+    print(f"\n## {result['storage']} ({result['duration_s']} s; checked {result['checked']})\n")
+    print("| phase | requests | acknowledged | lost | resurrected | identify misses | errors by status | recovery s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in result["rows"]:
+        errors = ", ".join(f"{status}: {count}" for status, count in row["errors"].items()) or "-"
+        recovery = "-" if row["recovery_s"] is None and row["injected_s"] is None else row["recovery_s"]
+        print(f"| {row['phase']} | {row['requests']} | {row['acknowledged']} | {row['lost']} | {row['resurrected']} "
+              f"| {row['identify_misses']} | {errors} | {recovery} |")
+    if result["storage"] == "s3":
+        print(f"\nwrites answered while the S3 server was down, by status: {result['outage_writes']}")
+    print(f"failures: {result['failed'] or 'none'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--storage", nargs="+", choices=["file", "s3"], default=["file", "s3"])
+    parser.add_argument("--rate", type=float, default=3.0, help="requests per second (enrol 40%%, delete 20%%, identify 40%%)")
+    parser.add_argument("--workers", type=int, default=6)
+    parser.add_argument("--warmup-s", type=float, default=30.0)
+    parser.add_argument("--settle-s", type=float, default=20.0, help="load between a fault's recovery and the next fault")
+    parser.add_argument("--s3-down-s", type=float, default=10.0, help="how long the S3 server stays down")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temp-dir", type=Path, default=Path("/tmp/ufme-chaos"), help="Ray temp folder of the cluster")
+    parser.add_argument("--port", type=int, default=8300)
+    parser.add_argument("--gcs-port", type=int, default=6579)
+    parser.add_argument("--dashboard-port", type=int, default=8565)
+    parser.add_argument("--metrics-port", type=int, default=8380)
+    parser.add_argument("--agent-port", type=int, default=52666)
+    parser.add_argument("--json", type=Path, default=REPO / "bench-results" / "chaos.json")
+    args = parser.parse_args()
+    results = []
+    for storage in args.storage:
+        results.append(run_storage(storage, args))
+        print_table(results[-1])
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": platform.node(),
+                                     "results": results}, indent=2))
+    print(f"\nwrote {args.json}")
+    return 1 if any(r["failed"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
