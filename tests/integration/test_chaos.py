@@ -34,7 +34,7 @@ def test_short_chaos_round_loses_and_resurrects_nothing(service, faces_dir):
     try:
         run.run([KillShardActor(), KillServeReplica(), KillCompactionJob("swap")], warmup_s=8, settle_s=3,
                 recovery_timeout_s=180)
-        run.settle_ambiguous(timeout_s=120)
+        run.settle_ambiguous(timeout_s=240)
         checked = run.verify()
     finally:
         for subject in run.ledger.snapshot()[0]:  # leave the session's gallery as it was for the other tests

@@ -198,14 +198,17 @@ class ChaosRun:
                  request_timeout_s: float = 60.0, mix: dict[str, float] | None = None):
         self.target = target
         self.random = random.Random(seed)
-        self.ledger = Ledger(photos, run_id=uuid.uuid4().hex[:6], seed=seed)
+        # An unclear write can still land until the request's own timeout (and Serve's graceful
+        # shutdown of a replica, 20 s by default) have passed.
+        self.ledger = Ledger(photos, run_id=uuid.uuid4().hex[:6], seed=seed, in_flight_bound_s=request_timeout_s + 30)
         self.rate, self.workers = rate, workers
         self.mix = mix or {"enrol": 0.4, "delete": 0.2, "identify": 0.4}
         self.phase = "warm-up"
         self.answers: list[Answer] = []
+        self.history: defaultdict[str, list[tuple]] = defaultdict(list)
         self.violations: list[Violation] = []
         self.identify_misses: Counter = Counter()  # phase -> 200 answers without the probed acknowledged subject
-        self.outage_writes: Counter = Counter()  # status of writes answered while the S3 server was down
+        self.outage_writes: Counter = Counter()  # status of the writes sent while the S3 server was down
         self.results: list[FaultResult] = []
         self._in_outage = False
         self._lock = threading.Lock()
@@ -218,8 +221,8 @@ class ChaosRun:
 
     # --- the requests, each booked in the ledger -----------------------------------------------
 
-    def _send(self, operation: str, method: str, path: str, **kwargs) -> tuple[Answer, httpx.Response | None]:
-        phase, sent_at = self.phase, time.time()
+    def _send(self, operation: str, method: str, path: str, subject: Subject, **kwargs) -> tuple[Answer, httpx.Response | None]:
+        phase, sent_at, sent_during_outage = self.phase, time.time(), self._in_outage
         started = time.monotonic()
         response = None
         try:
@@ -232,8 +235,10 @@ class ChaosRun:
         answer = Answer(operation, phase, status, sent_at, time.monotonic() - started)
         with self._lock:
             self.answers.append(answer)
-            if self._in_outage and operation in WRITE_OPERATIONS:
+            if sent_during_outage and operation in WRITE_OPERATIONS:
                 self.outage_writes[status] += 1
+            if operation in WRITE_OPERATIONS:  # a violation's report shows the subject's whole story
+                self.history[subject.subject_id].append((operation, status, round(sent_at, 3), round(answer.latency_s, 3)))
         if self._bar is not None:
             self._bar.update()
         return answer, response
@@ -246,31 +251,32 @@ class ChaosRun:
         subject = self.ledger.new_subject(self.phase)
         if subject is None:
             return None
-        answer, _ = self._send("enrol", "POST", f"/api/v1/subjects/{subject.subject_id}/faces", **self._image(subject.photo))
+        answer, _ = self._send("enrol", "POST", f"/api/v1/subjects/{subject.subject_id}/faces", subject,
+                               **self._image(subject.photo))
         if answer.status == "201":
             self.ledger.enrolled(subject, answer.phase)
         elif answer.status.isdigit() and int(answer.status) in REFUSALS:
             self.ledger.enrol_refused(subject, photo_unusable=int(answer.status) in PHOTO_UNUSABLE)
         else:
-            self.ledger.enrol_ambiguous(subject, answer.phase)
+            self.ledger.enrol_ambiguous(subject, answer.phase, answer.sent_at)
         return answer
 
-    def delete(self) -> Answer | None:
-        subject = self.ledger.subject_to_delete()
+    def delete(self, *, ambiguous_only: bool = False) -> Answer | None:
+        subject = self.ledger.subject_to_delete(time.time(), ambiguous_only=ambiguous_only)
         if subject is None:
             return None
         was_acknowledged = self.ledger.is_acknowledged(subject.subject_id)
-        answer, _ = self._send("delete", "DELETE", f"/api/v1/subjects/{subject.subject_id}")
+        answer, response = self._send("delete", "DELETE", f"/api/v1/subjects/{subject.subject_id}", subject)
         if answer.status == "200":
-            self.ledger.deleted(subject, answer.phase, time.time())
-        elif answer.status == "404":
+            self.ledger.deleted(subject, answer.phase, answer.sent_at, time.time())
+        elif answer.status == "404" and _error_code(response) == "unknown_subject":
             if was_acknowledged:
                 self._violation("lost", subject, "DELETE answered 404 for an acknowledged enrolment")
-            self.ledger.deleted(subject, answer.phase, time.time())
+            self.ledger.deleted(subject, answer.phase, answer.sent_at, time.time())
         elif answer.status.isdigit() and int(answer.status) in REFUSALS:
             self.ledger.delete_refused(subject)
         else:
-            self.ledger.delete_ambiguous(subject, answer.phase)
+            self.ledger.delete_ambiguous(subject, answer.phase, answer.sent_at)
         return answer
 
     def identify(self, subject: Subject | None = None) -> tuple[Answer, bool] | None:
@@ -278,7 +284,7 @@ class ChaosRun:
         subject = subject or self.ledger.subject_to_identify()
         if subject is None:
             return None
-        answer, response = self._send("identify", "POST", "/api/v1/identify", data={"top_k": str(TOP_K)},
+        answer, response = self._send("identify", "POST", "/api/v1/identify", subject, data={"top_k": str(TOP_K)},
                                       **self._image(subject.photo))
         if answer.status != "200" or response is None:
             return answer, False
@@ -293,7 +299,8 @@ class ChaosRun:
 
     def _violation(self, kind: str, subject: Subject, detail: str) -> None:
         with self._lock:
-            self.violations.append(Violation(kind, subject.subject_id, subject.phase, detail))
+            story = "; ".join(f"{op} {status} sent {sent:.3f} took {took}s" for op, status, sent, took in self.history[subject.subject_id])
+            self.violations.append(Violation(kind, subject.subject_id, subject.phase, f"{detail} [{story}]"))
 
     # --- load -----------------------------------------------------------------------------------
 
@@ -378,15 +385,16 @@ class ChaosRun:
     # --- the end: nothing acknowledged lost, nothing erased back --------------------------------
 
     def settle_ambiguous(self, timeout_s: float = 300) -> None:
-        """Delete every ambiguous subject until the service answers 200 or 404 (then it counts as erased)."""
+        """Delete every ambiguous subject until a delete sent after its in-flight bound answers 200 or 404
+        (then it counts as erased)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             _, _, ambiguous = self.ledger.snapshot()
             if not ambiguous:
                 return
-            for _ in ambiguous:
-                self.delete()
-            time.sleep(1.0)
+            while self.delete(ambiguous_only=True) is not None:
+                pass
+            time.sleep(1.0)  # until the next ambiguous subject's in-flight bound has passed
         raise RuntimeError(f"{len(self.ledger.snapshot()[2])} ambiguous subjects could not be settled")
 
     def verify(self) -> dict:
@@ -427,7 +435,7 @@ class ChaosRun:
         by_phase: dict[str, list[Answer]] = defaultdict(list)
         for answer in self.answers:
             by_phase[answer.phase].append(answer)
-        violations = Counter((v.phase, v.kind) for v in self.violations)
+        violations = Counter((phase, kind) for phase, kind, _ in {(v.phase, v.kind, v.subject_id) for v in self.violations})
         recovery = {r.name: r for r in self.results}
         rows = []
         for phase, answers in by_phase.items():
@@ -446,6 +454,15 @@ class ChaosRun:
                 "notes": result.notes if result else {},
             })
         return rows
+
+
+def _error_code(response: httpx.Response | None) -> str | None:
+    """The API's error code. Serve's proxy answers 404 too while the application is not deployed yet
+    (during `ufme-ray up`): that is "not routed", not "unknown subject"."""
+    try:
+        return response.json()["error"]["code"]
+    except (AttributeError, ValueError, KeyError, TypeError):
+        return None
 
 
 class _Ticker:

@@ -8,6 +8,9 @@ deletes them, and identifies them. Every answer is booked here:
 - anything else that is not a clear refusal (5xx, timeout, connection lost): the outcome is
   *ambiguous* (the write may or may not have landed). The subject keeps its photo and is deleted
   again later; an ambiguous subject is neither lost if absent nor resurrected if present.
+  The request may even still be running inside the service (a replica finishing its work
+  after the proxy in front of it died), so only a delete *sent* after `in_flight_bound_s` has
+  passed settles it: an earlier delete (200 or 404) can be overtaken by the enrolment landing.
 
 Pure bookkeeping, no I/O: the harness calls it from many threads.
 """
@@ -40,12 +43,14 @@ class Ledger:
     photos: list[Path]
     run_id: str
     seed: int = 0
+    in_flight_bound_s: float = 120.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _free: list[Path] = field(default_factory=list)
     _counter: int = 0
     acknowledged: dict[str, Subject] = field(default_factory=dict)
     erased: dict[str, tuple[Subject, float]] = field(default_factory=dict)  # subject -> (it, time of the 200)
     ambiguous: dict[str, Subject] = field(default_factory=dict)
+    _ambiguous_since: dict[str, float] = field(default_factory=dict)  # subject -> when its last unclear write was sent
     _busy: set[str] = field(default_factory=set)  # subjects with a delete in flight
     refused_photos: set[Path] = field(default_factory=set)
 
@@ -64,10 +69,11 @@ class Ledger:
             self._counter += 1
             return Subject(f"chaos-{self.run_id}-{self._counter:06d}", photo, phase)
 
-    def subject_to_delete(self) -> Subject | None:
-        """An ambiguous subject first (to settle it), else an acknowledged one; marked busy."""
+    def subject_to_delete(self, now: float, *, ambiguous_only: bool = False) -> Subject | None:
+        """An ambiguous subject that a delete can settle first, else an acknowledged one; marked busy."""
         with self._lock:
-            for pool in (self.ambiguous, self.acknowledged):
+            settleable = {k: s for k, s in self.ambiguous.items() if self._settles(k, now)}
+            for pool in (settleable,) if ambiguous_only else (settleable, self.acknowledged):
                 candidates = [s for s in pool.values() if s.subject_id not in self._busy]
                 if candidates:
                     chosen = candidates[self._random.randrange(len(candidates))]
@@ -94,25 +100,37 @@ class Ledger:
             else:
                 self._free.append(subject.photo)
 
-    def enrol_ambiguous(self, subject: Subject, phase: str) -> None:
+    def _settles(self, subject_id: str, delete_sent_at: float) -> bool:
+        return delete_sent_at > self._ambiguous_since[subject_id] + self.in_flight_bound_s
+
+    def enrol_ambiguous(self, subject: Subject, phase: str, sent_at: float) -> None:
         with self._lock:
             self.ambiguous[subject.subject_id] = Subject(subject.subject_id, subject.photo, phase)
+            self._ambiguous_since[subject.subject_id] = sent_at
 
-    def deleted(self, subject: Subject, phase: str, answered_at: float) -> None:
-        """200 (or 404 for a subject whose enrolment was ambiguous: it is not there, so never may be)."""
+    def deleted(self, subject: Subject, phase: str, sent_at: float, answered_at: float) -> bool:
+        """The service says the subject is gone (200, or 404 for an ambiguous one). Returns whether that
+        settles it: from `answered_at` on it must never come back. An ambiguous subject whose unclear
+        write may still be in flight stays ambiguous."""
         with self._lock:
             self._busy.discard(subject.subject_id)
+            if subject.subject_id in self.ambiguous and not self._settles(subject.subject_id, sent_at):
+                return False
             self.acknowledged.pop(subject.subject_id, None)
             self.ambiguous.pop(subject.subject_id, None)
+            self._ambiguous_since.pop(subject.subject_id, None)
             self.erased[subject.subject_id] = (Subject(subject.subject_id, subject.photo, phase), answered_at)
             self._free.append(subject.photo)
+            return True
 
-    def delete_ambiguous(self, subject: Subject, phase: str) -> None:
-        """No clear answer: the subject may be gone or not; it is settled by a later delete."""
+    def delete_ambiguous(self, subject: Subject, phase: str, sent_at: float) -> None:
+        """No clear answer: the subject may be gone or not (or go later); it is settled by a later delete."""
         with self._lock:
             self._busy.discard(subject.subject_id)
             if subject.subject_id in self.acknowledged:
                 self.ambiguous[subject.subject_id] = self.acknowledged.pop(subject.subject_id)
+            if subject.subject_id in self.ambiguous:
+                self._ambiguous_since[subject.subject_id] = sent_at
 
     def delete_refused(self, subject: Subject) -> None:
         with self._lock:
