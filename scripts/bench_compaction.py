@@ -1,7 +1,8 @@
 """Measure the compaction job over several shards: build time, and search latency during the swap.
 
-1. Fill every shard's event log with its share of N enrolments (face-like unit vectors, 4 per
-   subject, routed by subject as the service routes them), straight through the log.
+1. Fill every shard's event log with its share of N enrolments (face-like unit vectors from
+   `ufme_ray.proving.synthetic`, 1-7 per subject, routed by subject as the service routes them),
+   straight through the log.
 2. Start a local Ray cluster and run the compaction job's code (`jobs.compact.Compaction`) in this
    driver: the first compaction builds every shard from its log (a full rebuild of N vectors).
 3. Start the real shard actors (they restore that epoch), enrol --delta more vectors and delete
@@ -35,40 +36,34 @@ from ufme_ray.gallery.merge import merge_subjects
 from ufme_ray.gallery.routing import make_template_id, shard_for
 from ufme_ray.gallery.storage import open_storage
 from ufme_ray.jobs.compact import Compaction
+from ufme_ray.proving.synthetic import FaceLikeGallery, subject_id
 from ufme_ray.serving.shard_actor import MAX_CONCURRENCY, NAMESPACE, ShardActor, shard_actor_name
 
 BATCH = 4096
 TOP_K = 5
 
 
-def face_like(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
-    """Unit vectors in clusters of 4 (one cluster per subject), like several photos of one face."""
-    centres = rng.standard_normal((count // 4 + 1, dim), dtype=np.float32)
-    vectors = np.repeat(centres, 4, axis=0)[:count] + 0.8 * rng.standard_normal((count, dim), dtype=np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def fill_logs(settings: UfmeSettings, n: int, dim: int, rng: np.random.Generator) -> None:
+def fill_logs(settings: UfmeSettings, gallery: FaceLikeGallery) -> None:
     store = open_storage(settings.resolved_storage_uri)
     shards = settings.gallery.num_shards
     logs = [ObjectStoreEventLog.open(store, shard, settings.gallery.log) for shard in range(shards)]
     counters = [1] * shards
-    with tqdm(total=n, desc="log enrolments", unit="vec") as bar:
-        for start in range(0, n, BATCH):
-            size = min(BATCH, n - start)
-            vectors = face_like(rng, size, dim)
-            batches: list[list[EnrolEvent]] = [[] for _ in range(shards)]
-            for i in range(size):
-                subject = f"subject-{(start + i) // 4:09d}"
-                shard = shard_for(subject, shards)
-                batches[shard].append(
-                    EnrolEvent(make_template_id(shard, counters[shard]), subject, vectors[i], 0.9, 0.0)
-                )
-                counters[shard] += 1
-            for log, batch in zip(logs, batches):
-                if batch:
-                    log.append(batch)
-            bar.update(size)
+    with tqdm(total=len(gallery), desc="log enrolments", unit="vec") as bar:
+        for block in gallery.blocks():
+            for start in range(0, len(block.identities), BATCH):
+                identities = block.identities[start : start + BATCH]
+                batches: list[list[EnrolEvent]] = [[] for _ in range(shards)]
+                for identity, vector in zip(identities, block.vectors[start : start + BATCH]):
+                    subject = subject_id(int(identity))
+                    shard = shard_for(subject, shards)
+                    batches[shard].append(
+                        EnrolEvent(make_template_id(shard, counters[shard]), subject, vector, 0.9, 0.0)
+                    )
+                    counters[shard] += 1
+                for log, batch in zip(logs, batches):
+                    if batch:
+                        log.append(batch)
+                bar.update(len(identities))
     for log in logs:
         log.close()
 
@@ -181,15 +176,16 @@ def main() -> None:
         "n", "shards", "dim", "delta", "deletes", "rate", "task_num_cpus", "swap_concurrency")}
     try:
         started = time.perf_counter()
-        fill_logs(settings, args.n, args.dim, rng)
+        gallery = FaceLikeGallery(args.n, args.dim)
+        fill_logs(settings, gallery)
         results["log_fill_s"] = round(time.perf_counter() - started, 1)
         ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
         results["cpus"] = ray.cluster_resources()["CPU"]
         results["first_compaction"] = compaction(settings, args.dim)
         print(json.dumps({"first_compaction": results["first_compaction"]["steps_s"]}), flush=True)
         actors = start_shards(settings, args.dim)
-        subjects = [f"subject-{i:09d}" for i in range(args.n // 4)]
-        fresh = face_like(rng, args.delta, args.dim)
+        subjects = [subject_id(i) for i in range(gallery.identities)]
+        fresh = FaceLikeGallery(args.delta, args.dim, seed=1).vectors()
         for start in range(0, args.delta, 500):
             items = [(f"late-{start + i:09d}", v, 0.9) for i, v in enumerate(fresh[start : start + 500])]
             by_shard: dict[int, list] = {}
@@ -198,7 +194,7 @@ def main() -> None:
             ray.get([actors[s].enrol.remote(batch) for s, batch in by_shard.items()])
         doomed = rng.choice(len(subjects), size=args.deletes, replace=False)
         ray.get([actors[shard_for(subjects[i], args.shards)].delete.remote(subjects[i]) for i in doomed])
-        probes = face_like(np.random.default_rng(1), 4096, args.dim)
+        _, probes = gallery.probes(4096)
         with SearchLoad(actors, probes, rate=args.rate, threads=args.threads) as load:
             time.sleep(args.before_s)
             load_start = time.time()

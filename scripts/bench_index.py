@@ -1,10 +1,8 @@
 """Benchmark the shard index (`ufme_ray.gallery.index`) against the same FAISS index used directly.
 
-Data: synthetic face-like embeddings. Identity centres are uniform on the unit sphere (real face
-embeddings spread almost uniformly); each identity has 1-7 samples (4 on average), each sample
-the centre plus isotropic noise scaled so that two samples of one identity have a mean cosine of
---intra-cos (0.7 by default, like a good face recogniser's genuine pairs). Queries are fresh
-samples of enrolled identities.
+Data: synthetic face-like embeddings (`ufme_ray.proving.synthetic`): identities with 1-7 samples
+(4 on average) whose two samples have a mean cosine of --intra-cos (0.7 by default, like a good
+face recogniser's genuine pairs). Queries are fresh samples of enrolled identities.
 
 For each N x d the script reports build time, resident bytes per vector (FAISS codes + ids, the
 rest of the index, our id map, and the rerank store separately), recall@1 and recall@10 against
@@ -20,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import platform
 import time
 from pathlib import Path
@@ -31,36 +28,11 @@ from tqdm import tqdm
 
 from ufme_ray.config import IndexSettings
 from ufme_ray.gallery.index import BuiltIndex, build_index, choose_params, nprobe_for
+from ufme_ray.proving.synthetic import FaceLikeGallery
 
 K = 10
 BATCH = 32
 CHUNK = 100_000
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def face_like(n: int, dim: int, intra_cos: float, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, d) gallery and (queries, d) probes, float32 unit vectors."""
-    rng = np.random.default_rng(seed)
-    counts = np.clip(rng.poisson(3.0, size=n) + 1, 1, 7)
-    labels = np.repeat(np.arange(n), counts)[:n]  # identities with 1..7 samples each
-    identities = int(labels[-1]) + 1
-    # x = c + s·u (u a random unit vector): cos(x, c) = 1/sqrt(1+s²); two samples: 1/(1+s²).
-    noise = math.sqrt(1.0 / intra_cos - 1.0)
-    centres = np.empty((identities, dim), np.float32)
-    for start in range(0, identities, CHUNK):
-        stop = min(start + CHUNK, identities)
-        centres[start:stop] = _unit(rng.standard_normal((stop - start, dim), dtype=np.float32))
-    gallery = np.empty((n, dim), np.float32)
-    for start in tqdm(range(0, n, CHUNK), desc=f"data {n}x{dim}", leave=False):
-        stop = min(start + CHUNK, n)
-        sample = centres[labels[start:stop]] + noise * _unit(rng.standard_normal((stop - start, dim), dtype=np.float32))
-        gallery[start:stop] = _unit(sample)
-    probe_ids = rng.integers(0, identities, size=queries)
-    probes = _unit(centres[probe_ids] + noise * _unit(rng.standard_normal((queries, dim), dtype=np.float32)))
-    return gallery, probes.astype(np.float32)
 
 
 def exact_top(gallery: np.ndarray, probes: np.ndarray, k: int) -> np.ndarray:
@@ -124,7 +96,8 @@ def _limit_params(settings: IndexSettings, nprobe: int):
 
 
 def run(n: int, dim: int, args: argparse.Namespace) -> list[dict]:
-    gallery, probes = face_like(n, dim, args.intra_cos, args.queries, seed=n + dim)
+    data = FaceLikeGallery(n, dim, intra_cos=args.intra_cos, seed=n + dim)
+    gallery, (_, probes) = data.vectors(), data.probes(args.queries)
     truth = exact_top(gallery, probes, K)
     settings = IndexSettings(rerank_candidates=args.rerank_candidates)
     params = choose_params(n, dim, settings)

@@ -387,12 +387,16 @@ class Shard:
     def delete(self, subject_id: str) -> list[int]:
         """Erase every template of `subject_id` enrolled before this call; returns their ids.
 
-        An unknown subject returns [] — the delete is still logged, which keeps it ordered after
-        any enrolment of that subject already in flight. Blocks until durable.
+        A subject without live templates returns [] and logs nothing, so a refused delete (404)
+        leaves the log as it was: a hostile client cannot grow it with deletes of made-up ids. An
+        enrolment still in flight (logged, not yet applied) was not acknowledged before this call,
+        so it may land after it, like one that starts after it. Blocks until durable.
         """
         owner = shard_for(subject_id, self.num_shards)
         if owner != self.shard_id:
             raise WrongShardError(f"subject {subject_id!r} belongs to shard {owner}, not {self.shard_id}")
+        if not self.templates(subject_id):
+            return []
         [(_, erased)] = self._commit([DeleteEvent(subject_id=subject_id, timestamp=time.time())])
         return sorted(erased)
 

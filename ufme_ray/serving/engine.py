@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,6 +386,9 @@ class Engine:
         skipped: list[schemas.SkippedOut] = []
         wanted = None if request.subjects is None else set(request.subjects)
         for subject_dir in sorted(p for p in folder.iterdir() if p.is_dir() and (wanted is None or p.name in wanted)):
+            if not re.fullmatch(schemas.SUBJECT_ID_PATTERN, subject_dir.name):  # the API could not read or erase it
+                skipped.append(schemas.SkippedOut(file=str(subject_dir), reason="invalid_subject_id"))
+                continue
             count = 0
             for photo in sorted(p for p in subject_dir.iterdir() if p.suffix.lower() in DEMO_EXTENSIONS):
                 if count >= request.images_per_subject:

@@ -35,6 +35,7 @@ NAMESPACE = "ufme"
 MAX_CONCURRENCY = 32
 # Restore retries back off up to this; storage that is back is noticed within it.
 RESTORE_RETRY_MAX_S = 5.0
+GAUGE_REFRESH_S = 10.0
 # The shard's writer cannot go on after these; a fresh restore can.
 _WRITER_LOST = (LogUnavailableError, FencedError, ShardFailedError)
 
@@ -62,6 +63,16 @@ class ShardActor:
         self._ready_gauge.set(0, tags)
         self._reopen_lock = threading.Lock()
         self._start_restore()
+        threading.Thread(target=self._publish_periodically, name=f"metrics-shard-{shard_id}", daemon=True).start()
+
+    def _publish_periodically(self) -> None:
+        """Re-set the gauges now and then: a series can vanish from the export when another process
+        with the same tags (a second gallery's shard of the same number) dies, and a gauge set only on
+        change would stay missing until the next write."""
+        while True:
+            time.sleep(GAUGE_REFRESH_S)
+            self._ready_gauge.set(1 if self._shard is not None else 0, {"shard": str(self._shard_id)})
+            self._publish_size()
 
     def _start_restore(self) -> None:
         threading.Thread(target=self._restore, name=f"restore-shard-{self._shard_id}", daemon=True).start()

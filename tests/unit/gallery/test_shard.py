@@ -54,7 +54,22 @@ def test_enrol_search_delete(file_store: ObjectStore) -> None:
     assert [t.template_id for t in shard.templates(people[0])] == ids[:2]
     assert shard.templates(people[1]) == []
     stats = shard.stats()
-    assert (stats.live_templates, stats.index_kind, stats.applied_seq) == (4, "flat", 9)
+    # 6 enrolments and the one delete that erased something: refused deletes log nothing.
+    assert (stats.live_templates, stats.index_kind, stats.applied_seq) == (4, "flat", 7)
+
+
+def test_a_delete_that_erases_nothing_logs_nothing(file_store: ObjectStore) -> None:
+    # Found by the bad-input proof: DELETE of an unknown subject answered 404 yet appended a
+    # durable delete event, so refused requests grew the log (applied_seq moved on every shard).
+    shard = Shard.open(file_store, 0, 2, DIM, SMALL)
+    [person] = subjects_of(0, 1)
+    enrol_all(shard, [person], unit_vectors(np.random.default_rng(1), 1, DIM))
+    assert shard.delete(person) != []
+    applied, segments = shard.stats().applied_seq, file_store.list("events/")
+    assert shard.delete(person) == []
+    assert shard.delete(subjects_of(0, 1, prefix="never-enrolled")[0]) == []
+    assert shard.stats().applied_seq == applied
+    assert file_store.list("events/") == segments
 
 
 def test_validation(file_store: ObjectStore) -> None:

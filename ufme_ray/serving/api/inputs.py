@@ -66,8 +66,10 @@ def _validate(model: type[Params], values: dict) -> Params:
 def _json(body: bytes, model: type[Params], image_fields, limits: ImageLimits) -> tuple[Params, dict[str, bytes]]:
     try:
         values = json.loads(body) if body else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "bad_json", "the body is not valid JSON: it is nested too deeply") from None
     if not isinstance(values, dict):
         raise ApiError(422, "invalid_request", "the JSON body must be an object with an 'image' field")
     params = _validate(model, values)

@@ -5,10 +5,12 @@ Handlers parse, check the caller's role (router dependency), delegate to the Eng
 
 from __future__ import annotations
 
+import copy
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from ufme_ray.serving.api import schemas
 from ufme_ray.serving.api.dependencies import audited, get_engine, require
@@ -16,6 +18,9 @@ from ufme_ray.serving.api.errors import ApiError
 from ufme_ray.serving.api.inputs import read_image_request
 
 EngineDep = Annotated[object, Depends(get_engine)]
+# 9999-12-31T23:59:59Z, the last second a datetime holds: later times (and inf, nan) are refused
+# with 422 instead of failing the audit reader with 500.
+LATEST_TIME_S = 253_402_300_799.0
 SubjectId = Annotated[str, Path(pattern=schemas.SUBJECT_ID_PATTERN, description="Your identifier of the person.")]
 
 ERRORS = {
@@ -30,17 +35,27 @@ ERRORS = {
     503: {"model": schemas.ErrorOut, "description": "Gallery not ready; retry after Retry-After seconds"},
 }
 
-IMAGE_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}, "required": ["image"]}
-            },
-            "application/json": {"schema": {"$ref": "#/components/schemas/ImageIn"}},
-        },
-        "required": True,
+IMAGE_FIELDS = ("image", "image2")
+
+
+def image_body(model: type[BaseModel]) -> dict:
+    """The OpenAPI request body of an image route: `model` as JSON (images base64) or as multipart
+    (images as files). Inlined, because `read_image_request` parses the body itself, so FastAPI
+    never puts these models in the components on its own."""
+    as_json = model.model_json_schema()
+    as_form = copy.deepcopy(as_json)
+    for name in IMAGE_FIELDS:
+        if name in as_json["properties"]:
+            description = as_json["properties"][name]["description"]
+            as_json["properties"][name] = {"type": "string", "format": "byte", "description": description}
+            as_form["properties"][name] = {"type": "string", "format": "binary", "description": "An image file (JPEG, PNG, WebP or BMP)."}
+    return {
+        "requestBody": {
+            "content": {"multipart/form-data": {"schema": as_form}, "application/json": {"schema": as_json}},
+            "required": True,
+        }
     }
-}
+
 
 subjects = APIRouter(prefix="/api/v1/subjects", tags=["subjects"], responses=ERRORS, dependencies=[Depends(require("enrol"))])
 matching = APIRouter(prefix="/api/v1", tags=["matching"], responses=ERRORS, dependencies=[Depends(require("search"))])
@@ -58,7 +73,7 @@ def _identify_summary(result: schemas.IdentifyOut) -> dict:
     }
 
 
-@subjects.post("/{subject_id}/faces", response_model=schemas.EnrolOut, status_code=201, openapi_extra=IMAGE_BODY)
+@subjects.post("/{subject_id}/faces", response_model=schemas.EnrolOut, status_code=201, openapi_extra=image_body(schemas.ImageIn))
 async def enrol_face(subject_id: SubjectId, request: Request, engine: EngineDep):
     """Enrol one face (exactly one dominant, whole face that passes the enrolment gates)."""
     _, images = await read_image_request(request, schemas.ImageIn, ("image",), engine.settings.image)
@@ -84,14 +99,14 @@ async def erase_subject(subject_id: SubjectId, request: Request, engine: EngineD
     )
 
 
-@matching.post("/identify", response_model=schemas.IdentifyOut, openapi_extra=IMAGE_BODY)
+@matching.post("/identify", response_model=schemas.IdentifyOut, openapi_extra=image_body(schemas.IdentifyIn))
 async def identify(request: Request, engine: EngineDep):
     """1:N: candidates for every face in the image and a match / unknown / rejected decision."""
     params, images = await read_image_request(request, schemas.IdentifyIn, ("image",), engine.settings.image)
     return await audited(request, engine, "identify", lambda: engine.identify(images["image"], params.top_k), summarize=_identify_summary)
 
 
-@matching.post("/verify", response_model=schemas.VerifyOut, openapi_extra=IMAGE_BODY)
+@matching.post("/verify", response_model=schemas.VerifyOut, openapi_extra=image_body(schemas.VerifyIn))
 async def verify(request: Request, engine: EngineDep):
     """1:1: the image's main face against a subject (best template) or against a second image."""
     params, images = await read_image_request(request, schemas.VerifyIn, ("image", "image2"), engine.settings.image)
@@ -107,7 +122,7 @@ async def verify(request: Request, engine: EngineDep):
     )
 
 
-@matching.post("/analyze", response_model=schemas.AnalyzeOut, openapi_extra=IMAGE_BODY)
+@matching.post("/analyze", response_model=schemas.AnalyzeOut, openapi_extra=image_body(schemas.ImageIn))
 async def analyze(request: Request, engine: EngineDep):
     """Every face with box, landmarks, quality, liveness and morph status; no search."""
     _, images = await read_image_request(request, schemas.ImageIn, ("image",), engine.settings.image)
@@ -132,8 +147,8 @@ async def demo_load(request: Request, engine: EngineDep, body: schemas.DemoLoadI
 @admin.get("/audit", response_model=schemas.AuditPageOut)
 async def audit_trail(
     engine: EngineDep,
-    since: Annotated[float | None, Query(description="Unix time (s), inclusive.")] = None,
-    until: Annotated[float | None, Query(description="Unix time (s), inclusive.")] = None,
+    since: Annotated[float | None, Query(ge=0, le=LATEST_TIME_S, description="Unix time (s), inclusive.")] = None,
+    until: Annotated[float | None, Query(ge=0, le=LATEST_TIME_S, description="Unix time (s), inclusive.")] = None,
     operation: Annotated[str | None, Query()] = None,
     subject_id: Annotated[str | None, Query()] = None,
     offset: Annotated[int, Query(ge=0)] = 0,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@_-]{0,127}$"
 
 
 class _In(BaseModel):
@@ -27,7 +27,10 @@ class VerifyIn(ImageIn):
 
 
 class DemoLoadIn(_In):
-    folder: str | None = Field(None, description="Folder of <subject>/<image> photos; default: the configured demo_dir.")
+    # min_length: an empty string is no folder (it used to fall through to the default and load it all).
+    folder: str | None = Field(
+        None, min_length=1, description="Folder of <subject>/<image> photos; default: the configured demo_dir."
+    )
     images_per_subject: int = Field(1, ge=1, le=20, description="Photos enrolled per subject at most.")
     subjects: list[str] | None = Field(
         None, max_length=1000, description="Only these subject folders (lets a client load in chunks and show progress)."
