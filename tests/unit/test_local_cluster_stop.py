@@ -1,12 +1,14 @@
-"""`ufme-ray down` stops the processes of its own cluster's temp folder and nothing else."""
+"""`ufme-ray down` stops the processes of its own cluster's temp folder and nothing else; `up` refuses a taken port."""
 
+import socket
 import subprocess
 import sys
 import time
 
 import psutil
+import pytest
 
-from ufme_ray.serving.cluster import cluster_processes, stop_local_ray
+from ufme_ray.serving.cluster import ClusterError, cluster_processes, start_local_head, stop_local_ray
 
 # A parent that names the folder on its command line (like Ray's GCS, raylet, dashboard) and has a child.
 PARENT = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
@@ -46,3 +48,12 @@ def test_stops_the_folders_processes_and_their_children_only(tmp_path):
                 child.kill()
             process.kill()
             process.wait()
+
+
+def test_a_taken_port_is_refused_before_ray_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ClusterError, match=f"port {port} is in use.*--gcs-port"):
+            start_local_head(num_cpus=1, gcs_port=port, dashboard_port=port + 1, metrics_port=0, agent_port=0)

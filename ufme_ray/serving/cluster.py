@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +74,8 @@ def start_local_head(
     The dashboard agent (which runs submitted jobs) gets its own port instead of Ray's fixed
     default 52365, so another local cluster (a test session) can still run jobs beside this one.
     """
+    _check_port_free(gcs_port, "--gcs-port")
+    _check_port_free(dashboard_port, "--dashboard-port")
     command = [
         _ray_cli(), "start", "--head", "--disable-usage-stats", f"--port={gcs_port}",
         f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", f"--metrics-export-port={metrics_port}",
@@ -116,6 +119,14 @@ def _children(process: psutil.Process) -> list[psutil.Process]:
         return process.children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+def _check_port_free(port: int, flag: str) -> None:
+    """`ray start` on a taken GCS port joins that cluster's storage and fails with a confusing
+    session-name assertion: say plainly what is wrong instead."""
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise ClusterError(f"port {port} is in use (another Ray cluster?): pick another with {flag}")
 
 
 def stop_local_ray(temp_dir: Path, *, grace_s: float = 10.0) -> int:
