@@ -16,15 +16,18 @@ For each size N in --sizes (dimension --dim), on a private local Ray cluster sta
    (IndexIVFPQ + fp16 IndexRefine per shard, one thread each, merged the same way; the two
    alternate query by query), recall@1 against exact brute force over all N (streamed block by
    block) and identity top-1, a shard's restore. Searches fan out to every shard actor and merge
-   as the Searcher does (`merge_subjects`, k = top_k x TEMPLATES_PER_SUBJECT).
+   as the Searcher does (`merge_subjects`, k = top_k x TEMPLATES_PER_SUBJECT). With
+   --cold-compaction the shards are stopped while the final compaction builds and started from its
+   snapshot afterwards (a cold start), so the build never shares RAM with their delta.
 5. Restore = SIGKILL of shard 0's process; Ray restarts it; time until `ready()`, with stats and
    search answers equal to before.
 6. Sizing for 40M and 100M templates at 512-d over 5 and 20 shards: arithmetic from the bytes per
-   vector measured by a 512-d run of this script (printed when one is in the results, or from a
-   saved result with --sizing-from); --steady-swap measures the swap peak the arithmetic models.
+   vector measured by a 512-d run of this script; --steady-swap measures the swap peak it uses.
+   --report-from prints the tables and the sizing again from saved results.
 
     python scripts/bench_scale.py --sizes 1000000 --out bench-results/scale_1m.json
     python scripts/bench_scale.py --sizes 1000000 --dim 512 --steady-swap --out bench-results/scale_512.json
+    python scripts/bench_scale.py --report-from bench-results/scale_1m.json bench-results/scale_512.json
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class ScaleRun:
     queries: int = 500  # compacted state
     enrolled_queries: int = 100  # enrolled state: the delta is searched exhaustively, slow at 10M
     stop_after_enrolment: bool = False  # measure the enrolled state only (when compaction cannot fit)
+    cold_compaction: bool = False  # stop the shards for the final compaction, start them from its snapshot
     seed: int = 0
     task_num_cpus: float = 2.0  # per build task: all cores, so builds run one at a time
     exact_max_vectors: int | None = None  # None: the product default (a smaller one forces IVF-PQ in tests)
@@ -205,7 +209,7 @@ def rss(pid: int) -> int:
 def start_shards(settings: UfmeSettings, dim: int) -> list:
     # num_cpus=0: the actors are threaded and mostly wait on storage or FAISS; the build tasks get the cores.
     actors = shard_handles(settings, dim, num_cpus=0, namespace=NAMESPACE)
-    wait_until(lambda: all(is_ready(a) for a in actors), 120, "the shard actors")
+    wait_until(lambda: all(is_ready(a) for a in actors), RESTORE_TIMEOUT_S, "the shard actors")
     return actors
 
 
@@ -424,16 +428,12 @@ def measure_search(actors: list, probes: Probes, snapshots: list[ShardSnapshot] 
     """The actors' fan-out and, given the snapshots they serve, plain FAISS over them beside it."""
     k = TOP_K * TEMPLATES_PER_SUBJECT
     searches: dict[str, Callable[[np.ndarray], list[Candidate]]] = {"actors": lambda p: fan_out(actors, p)}
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # one thread per shard search, as in an actor (OMP_NUM_THREADS=1)
-    try:
-        with concurrent.futures.ThreadPoolExecutor(len(actors)) as pool:
-            if snapshots is not None:
-                plain = [PlainShard(s, settings.gallery.index, k) for s in snapshots]
-                searches["plain_faiss"] = lambda p: plain_fan_out(pool, plain, p)
-            timed = time_searches(searches, probes)
-    finally:
-        faiss.omp_set_num_threads(threads)
+    # One OpenMP thread per shard search, as in an actor (Ray sets OMP_NUM_THREADS=1 there).
+    with concurrent.futures.ThreadPoolExecutor(len(actors), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
+        if snapshots is not None:
+            plain = [PlainShard(s, settings.gallery.index, k) for s in snapshots]
+            searches["plain_faiss"] = lambda p: plain_fan_out(pool, plain, p)
+        timed = time_searches(searches, probes)
     search = {"queries": len(probes.vectors), "top_k": TOP_K, "k_per_shard": k, **timed}
     if snapshots is not None:
         index = snapshots[0].index.params  # shard 0's (shards differ by a few templates)
@@ -519,8 +519,9 @@ def measure_state(actors: list, settings: UfmeSettings, probes: Probes, *, compa
     """Memory, search and a shard's restore, in the state the shards are in now."""
     pids = [actor_pid(a) for a in actors]
     state = {"memory": shard_memory(actors, pids)}
-    state["search"] = measure_search(actors, probes, load_snapshots(settings) if compacted else None, settings)
-    state["restore"] = restore_after_kill(actors, 0, probes.vectors[:RESTORE_CHECK_QUERIES])
+    if len(probes.vectors):
+        state["search"] = measure_search(actors, probes, load_snapshots(settings) if compacted else None, settings)
+        state["restore"] = restore_after_kill(actors, 0, probes.vectors[:RESTORE_CHECK_QUERIES])
     return state
 
 
@@ -551,7 +552,9 @@ def run_scale(run: ScaleRun, watch: MemoryWatch) -> dict:
     """Everything for one size on the connected Ray cluster; the shard actors are gone afterwards.
 
     Measures the enrolled state (the last stage still in the shards' delta), then, unless
-    `run.stop_after_enrolment`, compacts and measures the compacted state.
+    `run.stop_after_enrolment`, compacts and measures the compacted state. With
+    `run.cold_compaction` the shards are stopped while the final compaction builds (the build
+    never shares RAM with their delta) and started afterwards from its snapshot: a cold start.
     """
     settings = scale_settings(run)
     (run.work_dir / "scratch").mkdir(parents=True, exist_ok=True)
@@ -570,6 +573,8 @@ def run_scale(run: ScaleRun, watch: MemoryWatch) -> dict:
         if run.stop_after_enrolment:
             return result
         pids = [actor_pid(a) for a in actors]
+        if run.cold_compaction:
+            stop_shards(run.shards)
         watch.take_peaks()
         result["final_compaction"] = compact(settings, run.dim, f"compaction at {run.size:,}")
         if result["final_compaction"]["status"] != "compacted":
@@ -577,6 +582,10 @@ def run_scale(run: ScaleRun, watch: MemoryWatch) -> dict:
         peaks = watch.take_peaks()
         result["final_compaction_peak_rss"] = {"shards": [peaks.of_pid(p) for p in pids],
                                                "build_task": peaks.of_title(BUILD_TASK_TITLE)}
+        if run.cold_compaction:
+            started = time.monotonic()
+            actors = start_shards(settings, run.dim)
+            result["cold_start_s"] = round(time.monotonic() - started, 2)
         parts = snapshot_part_bytes(settings)
         result["snapshot_parts_bytes"] = parts
         result["snapshot_bytes_per_vector"] = round(sum(parts.values()) / run.size, 1)
@@ -632,9 +641,11 @@ def per_vector(result: dict) -> dict:
 def shard_ram(n: int, dim: int, vector: dict) -> dict[str, float]:
     """Bytes one shard of n templates holds, by part, from the bytes per vector measured at `dim`.
 
-    The IVF and PQ tables follow the index parameters the product chooses for n. A swap loads the
-    new snapshot beside the old one, and reads its index and rerank parts as bytes before FAISS
-    deserialises them: the swap peak is the resident set twice plus those two parts once more.
+    The IVF and PQ tables follow the index parameters the product chooses for n. Resident = what a
+    restored shard holds. Swap peak: the measured steady-state peak per vector when there is one;
+    else, and always for mmap, a model: a swap loads the new snapshot beside the old one and reads
+    its index and rerank parts as bytes before FAISS deserialises them, so the resident set twice
+    plus those parts once more.
     """
     params = choose_params(n, dim, IndexSettings())
     fixed = vector["empty_shard_rss"]
@@ -644,9 +655,12 @@ def shard_ram(n: int, dim: int, vector: dict) -> dict[str, float]:
     rerank = n * vector["accounted"]["rerank"]
     resident = fixed + codes + tables + ids + rerank
     resident_mmap = resident - rerank  # rerank vectors memory-mapped from local disk (page cache)
+    swap_model = 2 * resident - fixed + codes + rerank
+    measured = vector.get("steady_swap_peak_rss")
     return {
         "nlist": params.nlist, "codes_ids": codes, "tables": tables, "ids_metadata": ids, "rerank": rerank,
-        "resident": resident, "swap_peak": 2 * resident - fixed + codes + rerank,
+        "resident": resident, "swap_peak_model": swap_model,
+        "swap_peak": fixed + n * measured if measured else swap_model,
         "resident_mmap": resident_mmap, "swap_peak_mmap": 2 * resident_mmap - fixed + codes,
     }
 
@@ -680,7 +694,7 @@ def sizing(measured: dict, *, sizes=(40_000_000, 100_000_000), shard_counts=(5, 
 
 
 def model_check(measured: dict) -> dict | None:
-    """The swap-peak arithmetic at the measured shard size beside the measured steady-state peak."""
+    """The swap-peak model at the measured shard size beside the measured steady-state peak."""
     vector = measured["per_vector"]
     if "steady_swap_peak_rss" not in vector:
         return None
@@ -688,18 +702,17 @@ def model_check(measured: dict) -> dict | None:
     ram = shard_ram(n, measured["dim"], vector)
     return {
         "per_shard": n,
-        "resident_model_gib": round(ram["resident"] / GIB, 2),
-        "resident_measured_gib": round((vector["empty_shard_rss"] + n * vector["rss_after_restore"]) / GIB, 2),
-        "swap_peak_model_gib": round(ram["swap_peak"] / GIB, 2),
-        "swap_peak_measured_gib": round((vector["empty_shard_rss"] + n * vector["steady_swap_peak_rss"]) / GIB, 2),
+        "swap_peak_model_gib": round(ram["swap_peak_model"] / GIB, 2),
+        "swap_peak_measured_gib": round(ram["swap_peak"] / GIB, 2),
     }
 
 
 # --- tables ------------------------------------------------------------------------------------
 
 
-def states(run: dict) -> list[tuple[str, dict]]:
-    return [(name, run[name]) for name in ("enrolled", "compacted") if name in run]
+def states(run: dict, measured: str = "memory") -> list[tuple[str, dict]]:
+    """The run's states (enrolled, compacted) in which `measured` was measured."""
+    return [(name, run[name]) for name in ("enrolled", "compacted") if measured in run.get(name, {})]
 
 
 def print_tables(runs: list[dict]) -> None:
@@ -717,13 +730,16 @@ def print_tables(runs: list[dict]) -> None:
             line += f"{len(r['compactions']):>11}   final compaction {final['status']}" + (
                 f": {final['error']}" if final["error"] else "")
         print(line)
+        if "cold_start_s" in r:
+            print(f"{'':>11} shards stopped during the final compaction (its swap found none running); all "
+                  f"{r['shards']} started from its snapshot, ready in {r['cold_start_s']} s")
     print("\nSingle-query search, top-5 subjects: shard actors fanned out + merged; plain = FAISS in this process "
           "over the same snapshots")
     print(f"{'N':>11} {'d':>4} {'state':>9} {'snapshot':>10} {'delta':>10} {'nlist':>5} {'nprobe':>6} {'queries':>7} "
           f"{'actors p50/p95/p99 ms':>23} {'plain p50/p95/p99 ms':>22} {'ratio':>5} {'R@1':>6} {'plain R@1':>9} "
           f"{'id top1':>7}")
     for r in runs:
-        for name, state in states(r):
+        for name, state in states(r, "search"):
             s, a = state["search"], state["search"]["actors"]
             rows = sum(m["templates"] - m["delta_rows"] for m in state["memory"])
             delta = sum(m["delta_rows"] for m in state["memory"])
@@ -755,7 +771,7 @@ def print_tables(runs: list[dict]) -> None:
     print(f"{'N':>11} {'d':>4} {'state':>9} {'log B/event':>11} {'snapshot B/vec':>14} {'answering s':>11} "
           f"{'ready s':>7} {'stats equal':>11} {'answers equal':>13} {'RSS after GiB':>13}")
     for r in runs:
-        for name, state in states(r):
+        for name, state in states(r, "restore"):
             x = state["restore"]
             snapshot = f"{r['snapshot_bytes_per_vector']:>14.1f}" if name == "compacted" else f"{'-':>14}"
             print(f"{r['size']:>11,} {r['dim']:>4} {name:>9} {r['log_bytes_per_event']:>11.1f} {snapshot} "
@@ -785,9 +801,9 @@ def print_sizing(rows: list[dict], source: str, check: dict | None) -> None:
           "vectors memory-mapped from local disk (page cache on top); build peak = one compaction build task; "
           "snapshot = one epoch (a superseded one is kept for retention_s); log = N events before compaction")
     if check:
-        print(f"model check at the measured shard size ({check['per_shard']:,} templates): resident "
-              f"{check['resident_model_gib']:.2f} GiB by arithmetic vs {check['resident_measured_gib']:.2f} measured, "
-              f"swap peak {check['swap_peak_model_gib']:.2f} vs {check['swap_peak_measured_gib']:.2f} measured")
+        print(f"swap peak (RAM rerank) from the measured steady-state swap, {check['swap_peak_measured_gib']:.2f} GiB "
+              f"at {check['per_shard']:,} templates; the model used for mmap gives {check['swap_peak_model_gib']:.2f} "
+              "there")
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -818,7 +834,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="templates enrolled between compactions (bounds the shards' in-RAM delta)")
     parser.add_argument("--queries", type=int, default=500, help="probes for latency and recall@1 once compacted")
     parser.add_argument("--enrolled-queries", type=int, default=100,
-                        help="probes before the final compaction (the delta is searched exhaustively)")
+                        help="probes before the final compaction (the delta is searched exhaustively); 0: memory only")
+    parser.add_argument("--cold-compaction", action="store_true",
+                        help="stop the shards during the final compaction and start them from its snapshot after")
     parser.add_argument("--stop-after-enrolment", action="store_true",
                         help="measure the enrolled state only: for a size whose compaction cannot fit this machine")
     parser.add_argument("--steady-swap", action="store_true",
@@ -827,7 +845,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="parent of the scratch folder (removed at the end)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/scale.json"))
-    parser.add_argument("--sizing-from", type=Path, help="print the sizing table from a saved 512-d result; run nothing")
+    parser.add_argument("--report-from", type=Path, nargs="+",
+                        help="print the tables (and the sizing, given a 512-d run) of saved results; run nothing")
     return parser.parse_args(argv)
 
 
@@ -839,12 +858,12 @@ def sizing_source(runs: list[dict]) -> dict | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.sizing_from:
-        saved = json.loads(args.sizing_from.read_text())
-        source = sizing_source(saved["runs"])
-        if source is None:
-            sys.exit(f"{args.sizing_from} holds no 512-d run")
-        print_sizing(sizing(source), str(args.sizing_from), model_check(source))
+    if args.report_from:
+        runs = [run for path in args.report_from for run in json.loads(path.read_text())["runs"]]
+        print_tables(runs)
+        source = sizing_source(runs)
+        if source is not None:
+            print_sizing(sizing(source), f"the {source['size']:,}x{source['dim']} run", model_check(source))
         return
     meta = environment()
     ray_temp = tempfile.mkdtemp(prefix="us-", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -859,7 +878,8 @@ def main(argv: list[str] | None = None) -> None:
                     run = ScaleRun(size=size, dim=args.dim, shards=args.shards, work_dir=work,
                                    compact_every=args.compact_every, queries=args.queries,
                                    enrolled_queries=args.enrolled_queries, seed=args.seed, task_num_cpus=args.num_cpus,
-                                   steady_swap=args.steady_swap, stop_after_enrolment=args.stop_after_enrolment)
+                                   steady_swap=args.steady_swap, stop_after_enrolment=args.stop_after_enrolment,
+                                   cold_compaction=args.cold_compaction)
                     runs.append(run_scale(run, watch))
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
