@@ -7,6 +7,7 @@ arithmetic from what was measured.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -86,3 +87,28 @@ def test_sizing_is_arithmetic_from_the_measured_bytes(measured):
     for row in rows:
         assert row["node_ram_gib"] * 0.8 >= row["swap_peak_gib"] and math.log2(row["node_ram_gib"]).is_integer()
     assert five["snapshot_gb"] == round(40_000_000 * measured["per_vector"]["snapshot_on_disk"] / 1e9, 1)
+
+
+def test_report_from_prints_the_saved_tables(measured, tmp_path, capsys):
+    saved = tmp_path / "scale.json"
+    saved.write_text(json.dumps({"runs": [measured]}))
+    bench_scale.main(["--report-from", str(saved)])
+    out = capsys.readouterr().out
+    assert f"{SIZE:>11,} {DIM:>4} compacted" in out and f"{SIZE:>11,} {DIM:>4}  enrolled" in out
+
+
+def test_cold_compaction_starts_the_shards_from_the_snapshot(ray_session, tmp_path):
+    run = bench_scale.ScaleRun(
+        size=SIZE // 2, dim=DIM, shards=2, work_dir=tmp_path, compact_every=SIZE, queries=30, enrolled_queries=0,
+        task_num_cpus=0.1, exact_max_vectors=1000, cold_compaction=True,
+    )
+    with bench_scale.MemoryWatch(interval_s=0.2) as watch:
+        measured = bench_scale.run_scale(run, watch)
+    assert set(measured["enrolled"]) == {"memory"}  # no probes asked for before compaction
+    assert measured["final_compaction"]["status"] == "compacted" and measured["final_compaction"]["steps_s"]["swap"] < 1
+    assert measured["final_compaction_peak_rss"]["shards"] == [0, 0]  # no shard process ran during the build
+    assert measured["cold_start_s"] > 0
+    compacted = measured["compacted"]
+    assert sum(m["templates"] for m in compacted["memory"]) == SIZE // 2
+    assert compacted["search"]["actors"]["recall_at_1"] >= 0.95
+    assert compacted["restore"]["stats_equal"] and compacted["restore"]["answers_equal"]
