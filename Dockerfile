@@ -8,13 +8,20 @@ FROM rayproject/ray:2.60.0-py311
 USER 1000:100
 WORKDIR /home/ray/ufme-ray
 
+# ONNXRUNTIME=gpu builds the GPU image (kuberay/components/gpu): onnxruntime-gpu, the [gpu] extra,
+# with its CUDA 13 and cuDNN 9 wheels, in place of onnxruntime (scripts/install_gpu_runtime.sh says
+# why that takes three pip steps). The host needs an NVIDIA driver that supports CUDA 13; the image
+# runs CPU-only pods as well. Default: cpu.
+ARG ONNXRUNTIME=cpu
+
 # Dependencies first (cached while only the code changes): ray[serve] 2.60 is already in the base
 # image and satisfies the package's pin, so pip keeps it.
 COPY --chown=1000:100 pyproject.toml README.md ./
+COPY --chown=1000:100 scripts/install_gpu_runtime.sh ./scripts/
 COPY --chown=1000:100 ufme_ray ./ufme_ray
-RUN python -m pip install --no-cache-dir . \
- && python -m pip check \
- && rm -rf ufme_ray \
+RUN if [ "$ONNXRUNTIME" = gpu ]; then scripts/install_gpu_runtime.sh --no-cache-dir; \
+    else python -m pip install --no-cache-dir . && python -m pip check; fi \
+ && rm -rf ufme_ray scripts \
  && python -c "import ufme_ray.serving.app, ufme_ray.jobs.compact, ufme_ray.k8s.client" \
  && ufme-ray models list >/dev/null
 

@@ -15,8 +15,11 @@ import os
 import sys
 from pathlib import Path
 
+# `proving` is not installed (it stays out of the product wheel): import it from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proving.bad_input import format_tables, prove_bad_input, role_keys, write_json
 from ufme_ray.client import find_api_key
-from ufme_ray.proving.bad_input import format_tables, prove_bad_input, role_keys, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FACES = Path(os.environ.get("UFME_SHARED_DIR", REPO_ROOT.parent / "shared")) / "faces"

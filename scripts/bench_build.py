@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ufme_ray.config import GallerySettings, LogSettings
 from ufme_ray.gallery.build import compact
 from ufme_ray.gallery.events import DeleteEvent, EnrolEvent
-from ufme_ray.gallery.log import ObjectStoreEventLog
+from ufme_ray.gallery.object_log import ObjectStoreEventLog
 from ufme_ray.gallery.routing import make_template_id
 from ufme_ray.gallery.storage import open_storage
 

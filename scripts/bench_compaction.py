@@ -1,7 +1,7 @@
 """Measure the compaction job over several shards: build time, and search latency during the swap.
 
 1. Fill every shard's event log with its share of N enrolments (face-like unit vectors from
-   `ufme_ray.proving.synthetic`, 1-7 per subject, routed by subject as the service routes them),
+   `proving.synthetic`, 1-7 per subject, routed by subject as the service routes them),
    straight through the log.
 2. Start a local Ray cluster and run the compaction job's code (`jobs.compact.Compaction`) in this
    driver: the first compaction builds every shard from its log (a full rebuild of N vectors).
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -29,14 +30,17 @@ import numpy as np
 import ray
 from tqdm import tqdm
 
+# `proving` is not installed (it stays out of the product wheel): import it from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proving.synthetic import FaceLikeGallery, subject_id
 from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.events import EnrolEvent
-from ufme_ray.gallery.log import ObjectStoreEventLog
+from ufme_ray.gallery.object_log import ObjectStoreEventLog
 from ufme_ray.gallery.merge import merge_subjects
 from ufme_ray.gallery.routing import make_template_id, shard_for
 from ufme_ray.gallery.storage import open_storage
 from ufme_ray.jobs.compact import Compaction
-from ufme_ray.proving.synthetic import FaceLikeGallery, subject_id
 from ufme_ray.serving.shard_actor import MAX_CONCURRENCY, NAMESPACE, ShardActor, shard_actor_name
 
 BATCH = 4096

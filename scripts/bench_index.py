@@ -1,6 +1,6 @@
 """Benchmark the shard index (`ufme_ray.gallery.index`) against the same FAISS index used directly.
 
-Data: synthetic face-like embeddings (`ufme_ray.proving.synthetic`): identities with 1-7 samples
+Data: synthetic face-like embeddings (`proving.synthetic`): identities with 1-7 samples
 (4 on average) whose two samples have a mean cosine of --intra-cos (0.7 by default, like a good
 face recogniser's genuine pairs). Queries are fresh samples of enrolled identities.
 
@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -26,9 +27,12 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
+# `proving` is not installed (it stays out of the product wheel): import it from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proving.synthetic import FaceLikeGallery
 from ufme_ray.config import IndexSettings
 from ufme_ray.gallery.index import BuiltIndex, build_index, choose_params, nprobe_for
-from ufme_ray.proving.synthetic import FaceLikeGallery
 
 K = 10
 BATCH = 32

@@ -4,7 +4,10 @@ Run a service first (`ufme-ray up`, then `ufme-ray demo` to give identify a gall
 the same UFME_DATA_DIR (the admin key is read from there, or from UFME_API_KEY):
     python scripts/bench_pipeline.py --url http://127.0.0.1:8000 [--photos ../shared/faces/lfw] [--requests 200]
 Prints a table and writes JSON (--out). The in-process chain (the limit) runs first, on the same
-photos, while the service is idle.
+photos, while the service is idle. --providers sets the in-process chain's onnxruntime execution
+providers (runtime.providers; the service has its own settings) and the JSON records what its
+sessions got; --in-process-only needs no service:
+    python scripts/bench_pipeline.py --in-process-only --providers CUDAExecutionProvider CPUExecutionProvider
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
+from ufme_ray import execution_providers
 from ufme_ray.client import find_api_key
 from ufme_ray.config import UfmeSettings
 from ufme_ray.vision.pipeline import Pipeline
@@ -29,8 +33,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def in_process(photos: list[bytes], repeats: int) -> dict:
-    pipeline = Pipeline.from_settings(UfmeSettings.load())
+def in_process(photos: list[bytes], repeats: int, providers: list[str] | None) -> dict:
+    pipeline = Pipeline.from_settings(UfmeSettings.load(**({"runtime": {"providers": providers}} if providers else {})))
     pipeline.analyze(photos[0])  # warm-up
     latencies = []
     started = time.perf_counter()
@@ -44,6 +48,7 @@ def in_process(photos: list[bytes], repeats: int) -> dict:
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "intra_op_threads": "onnxruntime default (all cores)",
+        "providers": pipeline.providers,
     }
 
 
@@ -83,17 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench_pipeline.json"))
+    parser.add_argument(
+        "--providers", nargs="+", choices=execution_providers.KNOWN, metavar="PROVIDER",
+        help="execution providers of the in-process chain, most preferred first (default: the settings')",
+    )
+    parser.add_argument("--in-process-only", action="store_true", help="only the in-process chain: no service needed")
     args = parser.parse_args(argv)
 
     photos = [p.read_bytes() for p in sorted(args.photos.glob("*/*.jpg"))[: args.count]]
     if not photos:
         print(f"no photos under {args.photos}", file=sys.stderr)
         return 2
-    if httpx.get(f"{args.url}/ready", timeout=10).status_code != 200:
+    if not args.in_process_only and httpx.get(f"{args.url}/ready", timeout=10).status_code != 200:
         print(f"the service at {args.url} is not ready", file=sys.stderr)
         return 2
-    report = {"photos": len(photos), "in_process": in_process(photos, repeats=max(1, args.requests // len(photos)))}
-    report["http"] = [over_http(args.url, photos, c, args.requests) for c in args.concurrency]
+    repeats = max(1, args.requests // len(photos))
+    report = {"photos": len(photos), "in_process": in_process(photos, repeats, args.providers)}
+    levels = [] if args.in_process_only else args.concurrency
+    report["http"] = [over_http(args.url, photos, c, args.requests) for c in levels]
     limit = report["in_process"]["images_per_s"]
     print(f"\n{'mode':<16}{'images/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs in-process':>15}")
     print(f"{'in-process':<16}{limit:>10.1f}{report['in_process']['p50_ms']:>10.1f}{report['in_process']['p99_ms']:>10.1f}{1.0:>15.2f}")

@@ -3,7 +3,7 @@
 For each size N in --sizes (dimension --dim), on a private local Ray cluster started here:
 
 1. Fresh file:// storage and the real shard actors (`shard_handles`, --shards of them).
-2. Enrol N synthetic face-like templates (`ufme_ray.proving.synthetic`: identities with 1-7
+2. Enrol N synthetic face-like templates (`proving.synthetic`: identities with 1-7
    templates each) through `ShardActor.enrol`, routed by `shard_for(subject)`, ENROL_BATCH per
    call and IN_FLIGHT calls per shard, so the log group-commits them. With --compact-every below
    N, compaction runs between stages, as the hourly job would: a shard's delta holds float32
@@ -55,15 +55,19 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from tqdm import tqdm
 
+# `proving` is not installed (it stays out of the product wheel): import it from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proving.synthetic import FaceLikeGallery, subject_id
 from ufme_ray.config import IndexSettings, UfmeSettings
+from ufme_ray.gallery.epochs import read_current, read_manifest
 from ufme_ray.gallery.index import choose_params, nprobe_for
 from ufme_ray.gallery.merge import Candidate, merge_subjects
 from ufme_ray.gallery.routing import shard_for
-from ufme_ray.gallery.shard import SearchHit
-from ufme_ray.gallery.snapshot import ShardSnapshot, load_shard_snapshot, read_current, read_manifest
+from ufme_ray.gallery.shard_types import SearchHit
+from ufme_ray.gallery.snapshot import ShardSnapshot, load_shard_snapshot
 from ufme_ray.gallery.storage import open_storage
 from ufme_ray.jobs.compact import Compaction
-from ufme_ray.proving.synthetic import FaceLikeGallery, subject_id
 from ufme_ray.serving.searcher import TEMPLATES_PER_SUBJECT
 from ufme_ray.serving.shard_actor import shard_actor_name, shard_handles
 

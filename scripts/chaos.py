@@ -27,13 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from ufme_ray.config import UfmeSettings
-from ufme_ray.jobs.compact import embedding_dim
-from ufme_ray.proving.chaos import (
+# `proving` is not installed (it stays out of the product wheel): import it from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proving.chaos import (
     ChaosRun, DownUp, Fault, KillCompactionJob, KillServeReplica, KillShardActor, Mixed, RestartS3, Target,
 )
-from ufme_ray.proving.seaweedfs import SeaweedS3
-from ufme_ray.serving import cluster
+from proving.seaweedfs import SeaweedS3
+from ufme_ray import cluster
+from ufme_ray.config import UfmeSettings
+from ufme_ray.jobs.compact import embedding_dim
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "faces"

@@ -7,7 +7,13 @@ Prints a report and writes it as JSON:
 - liveness scores of the PAD samples (pad/live, pad/print, pad/replay);
 - mean quality of clean faces vs blurred / JPEG-compressed / noised versions.
 
+With `--precision fp32 int8` the whole evaluation runs once per precision (`runtime.precision`:
+the int8 variants `ufme-ray models quantize` recorded in the model folder) and prints the results
+side by side, with the int8 detector's agreement with the fp32 one (face counts, box IoU) on the
+same photos.
+
 Usage: python scripts/eval_accuracy.py [--faces DIR] [--out FILE] [--detector NAME] [--embedder NAME]
+                                       [--model-dir DIR] [--precision fp32 [int8]]
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ufme_ray.calibration import labelled_embeddings
-from ufme_ray.config import UfmeSettings
+from ufme_ray.config import ImageLimits, UfmeSettings
 from ufme_ray.evaluation import open_set_identification, operating_point, pair_scores
+from ufme_ray.models.errors import ModelsError
+from ufme_ray.models.variants import read_local_manifest
+from ufme_ray.vision.detector import DetectedFace, FaceDetector
 from ufme_ray.vision.image import read_image_file
 from ufme_ray.vision.pipeline import Pipeline
 
@@ -100,32 +109,127 @@ def quality_under_degradation(pipeline: Pipeline, photos: list[tuple[str, Path]]
     return {name: {"mean": float(np.mean(v)), "faces": len(v)} for name, v in sums.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--faces", type=Path, default=Path("../shared/faces"))
-    parser.add_argument("--out", type=Path, default=Path("bench-results/eval_accuracy.json"))
-    parser.add_argument("--detector", help="detector model name (default: settings)")
-    parser.add_argument("--embedder", help="embedder model name (default: settings)")
-    args = parser.parse_args(argv)
-
-    base = UfmeSettings.load()
-    models = base.models.model_copy(
-        update={k: v for k, v in {"detector": args.detector, "embedder": args.embedder}.items() if v}
-    )
-    pipeline = Pipeline.from_settings(UfmeSettings.load(models=models.model_dump()))
-    report: dict = {"detector": models.detector, "embedder": models.embedder, "faces": str(args.faces)}
-
-    lfw_labels, lfw_vectors, lfw_missed = labelled_embeddings(pipeline, args.faces / "lfw")
-    deepface_labels, deepface_vectors, deepface_missed = labelled_embeddings(pipeline, args.faces / "deepface")
+def evaluate(pipeline: Pipeline, faces: Path) -> dict:
+    """Every measure of the module docstring for one pipeline."""
+    report: dict = {"detector_file": pipeline.detector.spec.file, "embedder_file": pipeline.embedder.spec.file}
+    lfw_labels, lfw_vectors, lfw_missed = labelled_embeddings(pipeline, faces / "lfw")
+    deepface_labels, deepface_vectors, deepface_missed = labelled_embeddings(pipeline, faces / "deepface")
     report["no_face_found"] = [str(p) for p in lfw_missed + deepface_missed]
     report["verification"] = {
         "lfw": verification(lfw_labels, lfw_vectors),
         "deepface": verification(deepface_labels, deepface_vectors),
     }
     report["identification_lfw"] = identification(lfw_labels, lfw_vectors)
-    report["liveness"] = liveness_samples(pipeline, args.faces)
+    report["liveness"] = liveness_samples(pipeline, faces)
     if pipeline.quality is not None:
-        report["quality"] = quality_under_degradation(pipeline, labelled_photos(args.faces, "lfw"), limit=120)
+        report["quality"] = quality_under_degradation(pipeline, labelled_photos(faces, "lfw"), limit=120)
+    return report
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+FacePair = tuple[DetectedFace, DetectedFace, float]
+
+
+def _matched(reference: list[DetectedFace], candidate: list[DetectedFace]) -> list[FacePair]:
+    """Greedy one-to-one pairs, best IoU first; pairs under IoU 0.5 are different faces."""
+    pairs = sorted(
+        ((_iou(r.box, c.box), i, j) for i, r in enumerate(reference) for j, c in enumerate(candidate)), reverse=True
+    )
+    used_r, used_c, matched = set(), set(), []
+    for iou, i, j in pairs:
+        if iou >= 0.5 and i not in used_r and j not in used_c:
+            used_r.add(i)
+            used_c.add(j)
+            matched.append((reference[i], candidate[j], iou))
+    return matched
+
+
+def detector_agreement(reference: FaceDetector, candidate: FaceDetector, photos: list[Path]) -> dict:
+    """Does `candidate` find the faces `reference` finds? Counts, box IoU, landmark shift, score change."""
+    counts_differ, ious, shifts, score_changes = [], [], [], []
+    faces_reference = faces_candidate = 0
+    for path in tqdm(photos, desc="detector agreement", unit="img"):
+        image = read_image_file(str(path), ImageLimits()).bgr
+        found_r, found_c = reference.detect(image), candidate.detect(image)
+        faces_reference += len(found_r)
+        faces_candidate += len(found_c)
+        if len(found_r) != len(found_c):
+            counts_differ.append({"photo": str(path), "reference": len(found_r), "candidate": len(found_c)})
+        for face_r, face_c, iou in _matched(found_r, found_c):
+            ious.append(iou)
+            # Landmark shift as a fraction of the face width: what moves the aligned crop.
+            shifts.append(float(np.linalg.norm(face_r.landmarks - face_c.landmarks, axis=1).mean() / face_r.width))
+            score_changes.append(abs(face_r.score - face_c.score))
+    return {
+        "photos": len(photos),
+        "photos_same_count": len(photos) - len(counts_differ),
+        "faces_reference": faces_reference,
+        "faces_candidate": faces_candidate,
+        "faces_matched": len(ious),
+        "iou_mean": float(np.mean(ious)),
+        "iou_min": float(np.min(ious)),
+        "iou_p01": float(np.percentile(ious, 1)),
+        "landmark_shift_mean": float(np.mean(shifts)),
+        "landmark_shift_max": float(np.max(shifts)),
+        "score_change_mean": float(np.mean(score_changes)),
+        "counts_differ": counts_differ,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", type=Path, default=Path("../shared/faces"))
+    parser.add_argument("--out", type=Path, default=Path("bench-results/eval_accuracy.json"))
+    parser.add_argument("--detector", help="detector model name (default: settings)")
+    parser.add_argument("--embedder", help="embedder model name (default: settings)")
+    parser.add_argument("--model-dir", type=Path, help="model folder (default: settings, UFME_MODEL_DIR)")
+    parser.add_argument(
+        "--precision", nargs="+", choices=["fp32", "int8"], default=["fp32"],
+        help="evaluate at each precision, side by side (int8: the variants `ufme-ray models quantize` recorded)",
+    )
+    args = parser.parse_args(argv)
+
+    overrides = {"model_dir": args.model_dir} if args.model_dir else {}
+    base = UfmeSettings.load(**overrides)
+    models = base.models.model_copy(
+        update={k: v for k, v in {"detector": args.detector, "embedder": args.embedder}.items() if v}
+    )
+    precisions = list(dict.fromkeys(args.precision))
+    try:
+        # Every pipeline loads before any photo is read: a missing int8 variant refuses at once.
+        pipelines = {
+            precision: Pipeline.from_settings(
+                UfmeSettings.load(**overrides, models=models.model_dump(), runtime={"precision": precision})
+            )
+            for precision in precisions
+        }
+    except ModelsError as exc:
+        print(f"eval_accuracy: {exc}", file=sys.stderr)
+        return 2
+    used = {p.detector.spec.name for p in pipelines.values()} | {p.embedder.spec.name for p in pipelines.values()}
+    report: dict = {
+        "detector": models.detector,
+        "embedder": models.embedder,
+        "faces": str(args.faces),
+        "model_dir": str(base.model_dir),
+        "variants": {
+            name: variant.model_dump(mode="json")
+            for name, variant in read_local_manifest(base.model_dir).variants.items()
+            if name in used
+        },
+        "by_precision": {precision: evaluate(pipeline, args.faces) for precision, pipeline in pipelines.items()},
+    }
+    if "fp32" in pipelines and "int8" in pipelines:
+        photos = [path for _, path in labelled_photos(args.faces, "lfw")]
+        photos += sorted((args.faces / "deepface").rglob("*.jpg"))
+        fp32_detector, int8_detector = pipelines["fp32"].detector, pipelines["int8"].detector
+        report["detector_agreement"] = detector_agreement(fp32_detector, int8_detector, photos)
 
     print_report(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,28 +238,66 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _rows(run: dict) -> dict[str, float | None]:
+    """One run's printed measures, by row label, in print order."""
+    rows: dict[str, float | None] = {}
+    for name, v in run["verification"].items():
+        rows[f"{name} genuine mean"] = v["genuine_mean"]
+        rows[f"{name} impostor mean"] = v["impostor_mean"]
+        for point in v["operating_points"]:
+            rows[f"{name} TAR@FAR={point['far']:g}"] = point["tar"]
+            rows[f"{name}   threshold at FAR={point['far']:g}"] = point["threshold"]
+    ident = run["identification_lfw"]
+    rows["LFW open-set rank-1"] = ident["rank1"]
+    rows[f"LFW open-set FNIR@FPIR={ident['fpir_target']:g}"] = ident["fnir"]
+    rows["LFW open-set threshold"] = ident["threshold"]
+    for name, score in run["liveness"].items():
+        rows[f"liveness {name}"] = score
+    for name, v in run.get("quality", {}).items():
+        rows[f"quality {name} ({v['faces']} faces)"] = v["mean"]
+    rows["photos without a face"] = len(run["no_face_found"])
+    return rows
+
+
 def print_report(report: dict) -> None:
-    print(f"\nmodels: detector={report['detector']} embedder={report['embedder']}")
-    print(f"{'set':<10}{'images':>7}{'ids':>5}{'genuine':>9}{'impostor':>10}  " + "  ".join(
-        f"TAR@FAR={far:g} (thr)" for far in FARS))
-    for name, v in report["verification"].items():
-        points = "  ".join(f"{p['tar']:.4f} ({p['threshold']:.3f})    " for p in v["operating_points"])
-        print(f"{name:<10}{v['images']:>7}{v['identities']:>5}{v['genuine_mean']:>9.3f}{v['impostor_mean']:>10.3f}  {points}")
-    ident = report["identification_lfw"]
-    print(
-        f"\nopen-set identification (LFW): enrolled {ident['enrolled']}, known probes {ident['known_probes']}, "
-        f"unknown probes {ident['unknown_probes']}\n  rank-1 {ident['rank1']:.4f}; at FPIR {ident['fpir_target']:g} "
-        f"(threshold {ident['threshold']:.3f}, measured FPIR {ident['fpir']:.4f}): FNIR {ident['fnir']:.4f}"
-    )
-    print("\nliveness (live probability):")
-    for name, score in report["liveness"].items():
-        print(f"  {name:<40} {score if score is None else round(score, 4)}")
-    if "quality" in report:
-        print("\nquality (mean over the same faces):")
-        for name, v in report["quality"].items():
-            print(f"  {name:<26} {v['mean']:.3f}  ({v['faces']} faces)")
-    if report["no_face_found"]:
-        print(f"\nno face found in: {report['no_face_found']}")
+    runs = report["by_precision"]
+    print(f"\nmodels: detector={report['detector']} embedder={report['embedder']} ({report['model_dir']})")
+    for name, variant in report["variants"].items():
+        calibration = variant["calibration"]
+        print(f"  {name}: {variant['file']}, {variant['bytes']} bytes, calibrated on {calibration['photos']} photos "
+              f"({calibration['inputs']} inputs, list sha256 {calibration['photos_sha256'][:12]}…)")
+    for precision, run in runs.items():
+        v = run["verification"]
+        print(f"  {precision}: {run['detector_file']} + {run['embedder_file']}; images/ids: "
+              + ", ".join(f"{name} {s['images']}/{s['identities']} ({s['genuine_pairs']} genuine, "
+                          f"{s['impostor_pairs']} impostor pairs)" for name, s in v.items()))
+    rows = {precision: _rows(run) for precision, run in runs.items()}
+    labels = list(dict.fromkeys(label for table in rows.values() for label in table))
+    # Points of the last precision minus the first (fp32): TAR and rank-1 higher is better, FNIR lower.
+    delta = "fp32" in runs and len(runs) > 1
+    print(f"\n{'measure':<44}" + "".join(f"{p:>10}" for p in runs) + (f"{'Δ points':>10}" if delta else ""))
+    for label in labels:
+        values = [rows[p].get(label) for p in runs]
+        cells = "".join(f"{'-':>10}" if v is None else f"{v:>10.4f}" for v in values)
+        if delta and None not in values and ("TAR" in label or "rank-1" in label or "FNIR" in label):
+            cells += f"{100 * (values[-1] - values[0]):>+10.2f}"
+        print(f"{label:<44}{cells}")
+    for precision, run in runs.items():
+        if run["no_face_found"]:
+            print(f"\n{precision}: no face found in: {run['no_face_found']}")
+    agreement = report.get("detector_agreement")
+    if agreement:
+        print(
+            f"\nint8 detector vs fp32 on {agreement['photos']} photos: same face count on "
+            f"{agreement['photos_same_count']}; faces {agreement['faces_reference']} fp32 / "
+            f"{agreement['faces_candidate']} int8, {agreement['faces_matched']} matched (IoU >= 0.5); "
+            f"IoU mean {agreement['iou_mean']:.4f}, 1st percentile {agreement['iou_p01']:.4f}, min "
+            f"{agreement['iou_min']:.4f}; landmark shift mean {agreement['landmark_shift_mean']:.4f}, max "
+            f"{agreement['landmark_shift_max']:.4f} of the face width; |score change| mean "
+            f"{agreement['score_change_mean']:.4f}"
+        )
+        for differ in agreement["counts_differ"]:
+            print(f"  {differ['photo']}: fp32 {differ['reference']} faces, int8 {differ['candidate']}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ of being silently ignored.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from ufme_ray.execution_providers import CPU, Provider, ProviderList, StageName
 
 
 class ConfigError(ValueError):
@@ -177,10 +178,28 @@ class ImageLimits(_Strict):
 
 
 class RuntimeSettings(_Strict):
+    providers: ProviderList = Field(
+        default_factory=lambda: [CPU],
+        description="onnxruntime execution providers, most preferred first: a name or a [name, {option: value}] "
+        "pair (ufme_ray.execution_providers). Those this machine's onnxruntime lacks are skipped with a warning; "
+        "CPUExecutionProvider is always the last resort.",
+    )
+    stage_providers: dict[StageName, ProviderList] = Field(
+        default_factory=dict, description="Per stage, a list that replaces `providers` for that stage's models."
+    )
     intra_op_threads: int = Field(
         0, ge=0, description="onnxruntime threads per session; 0 lets onnxruntime choose (all cores)."
     )
     verify_checksums: bool = Field(True, description="Check each model file's sha256 against the manifest on load.")
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="int8: the detector and the embedder run the int8 variants `ufme-ray models quantize` recorded "
+        "in the model folder (refused at start if one is missing); quality, liveness and morph stay fp32.",
+    )
+
+    def providers_for(self, stage: StageName) -> list[Provider]:
+        """The providers the models of `stage` ask for, most preferred first."""
+        return self.stage_providers.get(stage, self.providers)
 
 
 class IndexSettings(_Strict):
@@ -375,11 +394,3 @@ def _format_validation_error(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "(root)"
         lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)
-
-
-@functools.lru_cache(maxsize=1)
-def get_settings() -> UfmeSettings:
-    """The process-wide settings from the environment (and UFME_CONFIG, a YAML path, if set)."""
-    import os
-
-    return UfmeSettings.load(os.environ.get("UFME_CONFIG"))

@@ -20,7 +20,7 @@ import pytest
 import ray
 
 from tests.conftest import REPO_ROOT
-from ufme_ray.serving import cluster
+from ufme_ray import cluster
 from ufme_ray.serving.auth import key_digest, new_key
 from ufme_ray.serving.shard_actor import NAMESPACE, shard_actor_name
 

@@ -1,6 +1,6 @@
 """The quick bad-input proof (500 hostile requests + a short Schemathesis run) and regressions it found.
 
-The long run (5,000+ requests) is `scripts/bad_input.py`; both use `ufme_ray.proving.bad_input`.
+The long run (5,000+ requests) is `scripts/bad_input.py`; both use `proving.bad_input`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ufme_ray.proving.bad_input import format_tables, prove_bad_input, role_keys
+from proving.bad_input import format_tables, prove_bad_input, role_keys
 
 pytestmark = pytest.mark.ray
 

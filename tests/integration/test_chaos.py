@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from proving.chaos import ChaosRun, KillCompactionJob, KillServeReplica, KillShardActor, Target
+from proving.ray_processes import alive_actors
+from ufme_ray import cluster
 from ufme_ray.config import UfmeSettings
-from ufme_ray.proving.chaos import ChaosRun, KillCompactionJob, KillServeReplica, KillShardActor, Target
-from ufme_ray.proving.ray_processes import alive_actors
-from ufme_ray.serving import cluster
 
 pytestmark = pytest.mark.ray
 

@@ -26,17 +26,19 @@ import pytest
 import ray
 
 from tests.integration.conftest import NUM_SHARDS
+from ufme_ray import cluster
 from ufme_ray.config import UfmeSettings
+from ufme_ray.gallery.epochs import read_current, read_manifest
 from ufme_ray.gallery.events import EnrolEvent
-from ufme_ray.gallery.log import LogReader
+from ufme_ray.gallery.log_segments import LogReader
+from ufme_ray.gallery.manifest import epoch_prefix
 from ufme_ray.gallery.merge import merge_subjects
 from ufme_ray.gallery.retention import list_epochs
 from ufme_ray.gallery.routing import shard_for
-from ufme_ray.gallery.snapshot import epoch_prefix, load_shard_snapshot, read_current, read_manifest
+from ufme_ray.gallery.snapshot import load_shard_snapshot
 from ufme_ray.gallery.storage import ObjectStore, open_storage
 from ufme_ray.jobs import lock, submit
 from ufme_ray.jobs.compact import SUMMARY_KEY
-from ufme_ray.serving import cluster
 from ufme_ray.serving.shard_actor import MAX_CONCURRENCY, ShardActor, shard_actor_name
 
 pytestmark = pytest.mark.ray
@@ -266,9 +268,16 @@ def test_ufme_ray_compact_cli_one_job_per_slot(service, file_gallery, jobs):
     assert f"submitted compaction job ufme-compact-{slot}" in first.stdout
     assert summary_of(first.stdout)["status"] == "compacted"
     assert first.stdout.rstrip().endswith(f"ufme-compact-{slot}: SUCCEEDED")
-    again = ufme_ray("compact", "--address", service.dashboard.address, "--slot", slot, env=env)
-    assert again.returncode == 0 and f"slot {slot} already has compaction job ufme-compact-{slot} (SUCCEEDED)" in again.stdout
+    # The slot's job has ended: compacting again in it compacts nothing and says so (exit 3) ...
+    again = ufme_ray("compact", "--address", service.dashboard.address, "--wait", "--slot", slot, env=env)
+    assert again.returncode == 3 and again.stdout == "", again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"the compaction of slot {slot} already ran: job ufme-compact-{slot} ended SUCCEEDED at " in again.stderr
+    assert "nothing new was compacted" in again.stderr and "--now" in again.stderr
     assert [j.submission_id for j in jobs.list_jobs()].count(f"ufme-compact-{slot}") == 1
+    # ... and --now compacts now, in a slot of its own.
+    now = ufme_ray("compact", "--address", service.dashboard.address, "--wait", "--now", env=env)
+    assert now.returncode == 0, now.stdout[-3000:] + now.stderr[-3000:]
+    assert summary_of(now.stdout)["status"] == "compacted" and now.stdout.rstrip().endswith("SUCCEEDED")
     # A job that fails makes the command fail: here the gallery has 2 shards, not 1.
     wrong = ufme_ray("compact", "--address", service.dashboard.address, "--wait", "--slot", f"{slot}-x", "--shards", "1", env=env)
     assert wrong.returncode == 1 and "GalleryShapeError" in wrong.stdout and "not 1 shards" in wrong.stdout

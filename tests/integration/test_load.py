@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ufme_ray.proving.load import LoadConfig, run_load
-from ufme_ray.proving.load_material import Photo, collect_photos
-from ufme_ray.proving.ray_processes import alive_actors
-from ufme_ray.serving import cluster
+from proving.load import LoadConfig, run_load
+from proving.load_material import Photo, collect_photos
+from proving.ray_processes import alive_actors
+from ufme_ray import cluster
 
 pytestmark = pytest.mark.ray
 

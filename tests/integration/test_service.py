@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -175,6 +176,43 @@ def test_reconfigure_changes_decisions_without_restart(service, lfw_gallery, fac
     assert main_decision(identify(service, probe))["subject_id"] == name
 
 
+def test_raising_detection_min_live_drops_weaker_faces_from_analyze(service, faces_dir: Path):
+    """The Gateway's user_config is the one source of the detection threshold: the detector applies
+    the value the answer reports, without restarting a replica."""
+    photos = (p for p in sorted(faces_dir.glob("lfw/*/*.jpg")) if len(analyze(service, p)["faces"]) >= 2)
+    photo = next(p for p in photos if len({f["detection_score"] for f in analyze(service, p)["faces"]}) >= 2)
+    before = analyze(service, photo)
+    scores = sorted(f["detection_score"] for f in before["faces"])
+    raised = round((scores[0] + scores[-1]) / 2, 6)
+    replicas_before = replica_ids(service)
+    config_before = service.gateway_user_config()
+    config = service.gateway_user_config()
+    config["thresholds"]["detection_min"] = raised
+    service.deploy(config)
+    try:
+        after = wait_for_detection_min(service, photo, raised)
+        assert after["faces"] and all(f["detection_score"] >= raised for f in after["faces"])
+        assert len(after["faces"]) == sum(score >= raised for score in scores) < len(before["faces"])
+        assert replica_ids(service) == replicas_before
+    finally:
+        service.deploy(config_before)
+        wait_for_detection_min(service, photo, before["thresholds"]["detection_min"])
+
+
+def wait_for_detection_min(service, photo: Path, value: float, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (answer := analyze(service, photo))["thresholds"]["detection_min"] != value:
+        assert time.monotonic() < deadline, f"detection_min {value} did not take effect"
+        time.sleep(0.5)
+    return answer
+
+
+def analyze(service, path: Path) -> dict:
+    response = service.http.post("/api/v1/analyze", files=image_file(path))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def replica_ids(service) -> set[str]:
     details = service.dashboard.applications()
     deployments = details["applications"]["ufme"]["deployments"]
@@ -212,7 +250,8 @@ def batch_count_above_one(metrics_text: str, stage: str) -> float:
 def test_metrics_are_exported(service, faces_dir: Path):
     service.http.post("/api/v1/analyze", files=image_file(faces_dir / "pad/live/silentface_image_T1.jpg"))
     wanted = ["ray_ufme_requests_total", "ray_ufme_request_latency_ms_bucket", "ray_ufme_stage_latency_ms_bucket",
-              "ray_ufme_faces_per_image_bucket", "ray_ufme_shard_ready", "ray_ufme_shard_templates"]
+              "ray_ufme_faces_per_image_bucket", "ray_ufme_shard_ready", "ray_ufme_shard_templates",
+              "ray_ufme_stage_model_providers"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10).text
@@ -221,3 +260,30 @@ def test_metrics_are_exported(service, faces_dir: Path):
             break
         time.sleep(1)
     assert missing == []
+
+
+def test_each_stage_reports_the_providers_its_sessions_got(service):
+    """Through the stage deployments' handles and the metrics: on this CPU-only onnxruntime, every
+    session got CPU."""
+    from ray import serve
+
+    from ufme_ray.serve_config import APP_NAME, STAGE_DEPLOYMENTS
+
+    models = {}
+    for deployment, stage in STAGE_DEPLOYMENTS.items():
+        status = serve.get_deployment_handle(deployment, app_name=APP_NAME).status.remote().result(timeout_s=60)
+        assert status["stage"] == stage
+        models.update(status["models"])
+    assert set(models) == {"yunet_2023mar", "lightqnet_dm100", "minifasnet_v2", "minifasnet_v1se", "mobilefacenet_foamliu"}
+    assert all(providers == ["CPUExecutionProvider"] for providers in models.values())
+    deadline = time.monotonic() + 60
+    while not (exported := provider_gauges(httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10).text)):
+        assert time.monotonic() < deadline, "no ray_ufme_stage_model_providers series"
+        time.sleep(1)
+    assert ("mobilefacenet_foamliu", "CPUExecutionProvider") in exported
+
+
+def provider_gauges(metrics_text: str) -> set[tuple[str, str]]:
+    """(model, providers) labels of every exported ufme_stage_model_providers series."""
+    series = [line for line in metrics_text.splitlines() if line.startswith("ray_ufme_stage_model_providers{")]
+    return {(re.search(r'model="([^"]*)"', line)[1], re.search(r'providers="([^"]*)"', line)[1]) for line in series}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from ufme_ray.serving.gateway import create_api
+from ufme_ray.serving.api.app import create_api
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +45,11 @@ def test_image_routes_document_both_encodings_and_every_field(document, path, fi
     assert set(as_json["properties"]) == set(as_form["properties"]) == fields
     assert as_json["properties"]["image"]["format"] == "byte" and as_form["properties"]["image"]["format"] == "binary"
     assert as_json["required"] == ["image"] and as_json["additionalProperties"] is False
+
+
+def test_document_matches_the_snapshot(document):
+    """The published API changes only on purpose: refresh the snapshot with
+    `python -c 'import json; from ufme_ray.serving.api.app import create_api; print(json.dumps(create_api().openapi(), indent=1, sort_keys=True))' > tests/unit/snapshots/openapi.json`
+    and say why in the commit."""
+    snapshot = json.loads((Path(__file__).parent / "snapshots" / "openapi.json").read_text())
+    assert json.loads(json.dumps(document)) == snapshot

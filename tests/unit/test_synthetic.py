@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ufme_ray.proving.synthetic import IDENTITIES_PER_BLOCK, FaceLikeGallery, subject_id
+from proving.synthetic import IDENTITIES_PER_BLOCK, FaceLikeGallery, subject_id
 
 DIM = 32
 

@@ -23,23 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from ufme_ray.config import GallerySettings
+from ufme_ray.gallery.epochs import next_epoch, publish_current, write_manifest
 from ufme_ray.gallery.events import EnrolEvent
 from ufme_ray.gallery.index import build_index
-from ufme_ray.gallery.log import LogReader
+from ufme_ray.gallery.log_segments import LogReader
+from ufme_ray.gallery.manifest import Manifest, ShardSnapshotInfo
 from ufme_ray.gallery.routing import template_counter
-from ufme_ray.gallery.snapshot import (
-    Manifest,
-    ShardSnapshot,
-    ShardSnapshotInfo,
-    SnapshotRows,
-    load_shard_snapshot,
-    next_epoch,
-    publish_current,
-    read_current,
-    read_manifest,
-    write_manifest,
-    write_shard_snapshot,
-)
+from ufme_ray.gallery.snapshot import ShardSnapshot, SnapshotRows, load_current_snapshot, write_shard_snapshot
 from ufme_ray.gallery.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -80,17 +70,6 @@ def build_memory_bytes(rows: int, dim: int) -> int:
     if rows < 0 or dim < 1:
         raise ValueError(f"need rows >= 0 and dim >= 1, got {rows} and {dim}")
     return 3 * rows * dim * 4 + (384 << 20)
-
-
-def _load_base(
-    store: ObjectStore, shard: int, num_shards: int, dim: int, settings: GallerySettings, work_dir: Path
-) -> ShardSnapshot:
-    epoch = read_current(store)
-    if epoch is None:
-        return ShardSnapshot.empty(shard, dim, settings.index)
-    manifest = read_manifest(store, epoch)
-    manifest.check_shape(num_shards, dim)
-    return load_shard_snapshot(store, epoch, shard, settings.index, manifest=manifest, rerank_dir=work_dir)
 
 
 def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
@@ -201,7 +180,7 @@ def build_snapshot(
     """
     work = Path(tempfile.mkdtemp(prefix=f"build-shard-{shard}-", dir=work_dir))
     try:
-        base = _load_base(store, shard, num_shards, dim, settings, work)
+        base = load_current_snapshot(store, shard, num_shards, dim, settings.index, rerank_dir=work)
         live = live_set(store, base, dim=dim)
         del base
         rerank_file = work / "rerank.faiss"
@@ -237,8 +216,8 @@ def compact(
     """Build every shard of a new epoch, write its manifest, then make it current (in that order).
 
     Returns the new manifest; shards then `swap_to(manifest.epoch)`, and the log segments
-    through each shard's watermark may be deleted (`log.delete_segments_through`). Callers make
-    sure two compactions never run at once.
+    through each shard's watermark may be deleted (`log_segments.delete_segments_through`).
+    Callers make sure two compactions never run at once.
     """
     epoch = next_epoch(store)
     infos = [

@@ -6,7 +6,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ufme_ray.gallery.shard import SearchHit
+from ufme_ray.gallery.shard_types import SearchHit
 
 
 @dataclass(frozen=True)

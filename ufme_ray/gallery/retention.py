@@ -28,8 +28,9 @@ import dataclasses
 import logging
 import time
 
-from ufme_ray.gallery.log import delete_segments_through
-from ufme_ray.gallery.snapshot import Manifest, epoch_prefix, read_current, read_manifest
+from ufme_ray.gallery.epochs import read_current, read_manifest
+from ufme_ray.gallery.log_segments import delete_segments_through
+from ufme_ray.gallery.manifest import Manifest, epoch_prefix
 from ufme_ray.gallery.storage import ObjectStore
 
 logger = logging.getLogger(__name__)

@@ -12,195 +12,30 @@ order under a short write lock, and searches hold a read lock (FAISS releases th
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from ufme_ray.config import GallerySettings
+from ufme_ray.gallery.delta import Delta
+from ufme_ray.gallery.epochs import read_manifest
 from ufme_ray.gallery.events import DeleteEvent, EnrolEvent, Event
 from ufme_ray.gallery.index import l2_normalise
-from ufme_ray.gallery.log import CorruptLogError, EventLog, ObjectStoreEventLog
+from ufme_ray.gallery.locks import RWLock
+from ufme_ray.gallery.log import CorruptLogError, EventLog
+from ufme_ray.gallery.manifest import CorruptSnapshotError
+from ufme_ray.gallery.object_log import ObjectStoreEventLog
 from ufme_ray.gallery.routing import MAX_SHARDS, make_template_id, shard_for, template_counter
-from ufme_ray.gallery.snapshot import (
-    CorruptSnapshotError,
-    ShardSnapshot,
-    load_shard_snapshot,
-    read_current,
-    read_manifest,
-)
+from ufme_ray.gallery.shard_types import Enrolment, SearchHit, ShardFailedError, ShardStats, TemplateInfo, WrongShardError
+from ufme_ray.gallery.snapshot import ShardSnapshot, load_current_snapshot, load_shard_snapshot
 from ufme_ray.gallery.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
-
-
-class WrongShardError(ValueError):
-    """The subject routes to another shard (`routing.shard_for`)."""
-
-
-class ShardFailedError(RuntimeError):
-    """Applying durable events to memory failed; the shard must be reopened (the log is intact)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Enrolment:
-    """One template to enrol. The vector is L2-normalised by the shard."""
-
-    subject_id: str
-    vector: np.ndarray
-    quality: float = 1.0
-
-
-class SearchHit(NamedTuple):
-    template_id: int
-    subject_id: str
-    score: float
-
-
-class TemplateInfo(NamedTuple):
-    template_id: int
-    quality: float
-    enrolled_at: float
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardStats:
-    shard: int
-    num_shards: int
-    snapshot_epoch: int
-    watermark: int
-    applied_seq: int
-    writer_epoch: int
-    index_kind: str
-    snapshot_rows: int
-    live_snapshot_rows: int
-    delta_rows: int
-    live_templates: int
-    tombstoned_subjects: int
-    resident_bytes: dict[str, int]
-
-
-class _RWLock:
-    """Many readers or one writer; a waiting writer blocks new readers so it is not starved."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
-class _Delta:
-    """Exact index of the templates enrolled after the snapshot watermark (brute-force BLAS)."""
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.n = 0
-        self.vectors = np.zeros((64, dim), np.float32)
-        self.template_ids = np.zeros(64, np.int64)
-        self.seqs = np.zeros(64, np.int64)
-        self.quality = np.zeros(64, np.float32)
-        self.enrolled_at = np.zeros(64, np.float64)
-        self.alive = np.zeros(64, bool)
-        self.subjects: list[str] = []
-        self.by_subject: dict[str, list[int]] = {}
-
-    def add(self, seq: int, event: EnrolEvent) -> None:
-        if self.n == len(self.alive):
-            grow = len(self.alive)
-            self.vectors = np.concatenate([self.vectors, np.zeros((grow, self.dim), np.float32)])
-            for name in ("template_ids", "seqs", "quality", "enrolled_at", "alive"):
-                array = getattr(self, name)
-                setattr(self, name, np.concatenate([array, np.zeros(grow, array.dtype)]))
-        row = self.n
-        self.vectors[row] = event.vector
-        self.template_ids[row] = event.template_id
-        self.seqs[row] = seq
-        self.quality[row] = event.quality
-        self.enrolled_at[row] = event.timestamp
-        self.alive[row] = True
-        self.subjects.append(event.subject_id)
-        self.by_subject.setdefault(event.subject_id, []).append(row)
-        self.n += 1
-
-    def erase(self, subject_id: str) -> list[int]:
-        rows = self.by_subject.pop(subject_id, [])
-        self.alive[rows] = False
-        self.vectors[rows] = 0.0  # forget the face itself, not only its visibility
-        return self.template_ids[rows].tolist()
-
-    @property
-    def live(self) -> int:
-        return int(self.alive[: self.n].sum())
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        nq = len(queries)
-        if self.n == 0 or k <= 0:
-            return np.full((nq, max(k, 0)), -np.inf, np.float32), np.full((nq, max(k, 0)), -1, np.int64)
-        scores = queries @ self.vectors[: self.n].T
-        scores[:, ~self.alive[: self.n]] = -np.inf
-        take = min(k, self.n)
-        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        rows = np.where(np.isfinite(top_scores), top, -1)
-        if take < k:
-            pad = ((0, 0), (0, k - take))
-            top_scores = np.pad(top_scores, pad, constant_values=-np.inf)
-            rows = np.pad(rows, pad, constant_values=-1)
-        return top_scores, rows
-
-    def after(self, watermark: int) -> "_Delta":
-        """A new delta with the live rows whose seq is above `watermark`."""
-        kept = _Delta(self.dim)
-        for row in range(self.n):
-            if self.alive[row] and self.seqs[row] > watermark:
-                kept.add(
-                    int(self.seqs[row]),
-                    EnrolEvent(
-                        template_id=int(self.template_ids[row]),
-                        subject_id=self.subjects[row],
-                        vector=self.vectors[row].copy(),
-                        quality=float(self.quality[row]),
-                        timestamp=float(self.enrolled_at[row]),
-                    ),
-                )
-        return kept
 
 
 class Shard:
@@ -237,12 +72,12 @@ class Shard:
         self._log = log
         self._store = store
         self._rerank_dir = rerank_dir
-        self._rw = _RWLock()
+        self._rw = RWLock()
         self._apply_cond = threading.Condition()
         self._id_lock = threading.Lock()
         self._failure: BaseException | None = None
         self._install_base(base, deletes=[])
-        self._delta = _Delta(dim)
+        self._delta = Delta(dim)
         self._applied_seq = base.watermark
         self._counter = base.next_template_counter
         replayed = 0
@@ -277,15 +112,7 @@ class Shard:
         local = None
         if settings.index.rerank_store == "mmap":
             local = Path(rerank_dir or settings.index.rerank_dir or tempfile.mkdtemp(prefix=f"ufme-shard-{shard_id}-"))
-        epoch = read_current(store)
-        if epoch is None:
-            base = ShardSnapshot.empty(shard_id, dim, settings.index)
-        else:
-            manifest = read_manifest(store, epoch)
-            manifest.check_shape(num_shards, dim)
-            base = load_shard_snapshot(
-                store, epoch, shard_id, settings.index, manifest=manifest, rerank_dir=local
-            )
+        base = load_current_snapshot(store, shard_id, num_shards, dim, settings.index, rerank_dir=local)
         log = ObjectStoreEventLog.open(store, shard_id, settings.log)
         return cls(
             shard_id=shard_id,
@@ -561,4 +388,3 @@ class Shard:
     def close(self) -> None:
         """Stop accepting writes (pending appends finish first)."""
         self._log.close()
-

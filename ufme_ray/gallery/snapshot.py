@@ -15,6 +15,9 @@ Invariants: a shard snapshot holds exactly the effect of the shard's events with
 watermark (enrolments of subjects not deleted later within that range); an epoch is visible only
 once its MANIFEST exists, and current only once CURRENT names it; loading verifies every part's
 sha256 against the manifest and refuses a mismatch with `CorruptSnapshotError`.
+
+This module writes and loads one shard's parts; `manifest` holds what the MANIFEST records and
+`epochs` writes and reads it and CURRENT.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ import hashlib
 import io
 import json
 import logging
-import re
-import time
 from pathlib import Path
 
 import faiss
@@ -34,95 +35,12 @@ import pyarrow as pa
 import pyarrow.ipc as paipc
 
 from ufme_ray.config import IndexSettings
+from ufme_ray.gallery.epochs import read_current, read_manifest
 from ufme_ray.gallery.index import BuiltIndex, IndexParams, deserialize, read_mmap, serialize
+from ufme_ray.gallery.manifest import CorruptSnapshotError, Manifest, PartInfo, ShardSnapshotInfo, part_key
 from ufme_ray.gallery.storage import ObjectNotFoundError, ObjectStore
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-CURRENT_KEY = "CURRENT"
-_EPOCH_RE = re.compile(r"^snapshots/(\d{10})/")
-
-
-class CorruptSnapshotError(RuntimeError):
-    """A snapshot part is missing, fails its checksum, or disagrees with its manifest."""
-
-
-def epoch_prefix(epoch: int) -> str:
-    return f"snapshots/{epoch:010d}"
-
-
-def part_key(epoch: int, shard: int, part: str) -> str:
-    return f"{epoch_prefix(epoch)}/shard-{shard}.{part}"
-
-
-@dataclasses.dataclass(frozen=True)
-class PartInfo:
-    key: str
-    sha256: str
-    size_bytes: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardSnapshotInfo:
-    """What the manifest records of one shard's snapshot."""
-
-    shard: int
-    watermark: int
-    next_template_counter: int
-    count: int
-    params: IndexParams
-    parts: dict[str, PartInfo]
-
-    def to_json(self) -> dict:
-        return {
-            "shard": self.shard,
-            "watermark": self.watermark,
-            "next_template_counter": self.next_template_counter,
-            "count": self.count,
-            "params": self.params.to_json(),
-            "parts": {name: dataclasses.asdict(info) for name, info in self.parts.items()},
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ShardSnapshotInfo":
-        return cls(
-            shard=int(data["shard"]),
-            watermark=int(data["watermark"]),
-            next_template_counter=int(data["next_template_counter"]),
-            count=int(data["count"]),
-            params=IndexParams.from_json(data["params"]),
-            parts={name: PartInfo(**info) for name, info in data["parts"].items()},
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class Manifest:
-    epoch: int
-    num_shards: int
-    dim: int
-    index_settings: dict
-    created_at: float
-    shards: dict[int, ShardSnapshotInfo]
-
-    def to_json(self) -> dict:
-        return {
-            "format_version": FORMAT_VERSION,
-            "epoch": self.epoch,
-            "num_shards": self.num_shards,
-            "dim": self.dim,
-            "index_settings": self.index_settings,
-            "created_at": self.created_at,
-            "shards": [self.shards[i].to_json() for i in sorted(self.shards)],
-        }
-
-    def check_shape(self, num_shards: int, dim: int) -> None:
-        """Raise ValueError unless this epoch is for `num_shards` shards of dimension `dim`."""
-        if (self.num_shards, self.dim) != (num_shards, dim):
-            raise ValueError(
-                f"snapshot epoch {self.epoch} is for {self.num_shards} shards of dim {self.dim}, "
-                f"not {num_shards} shards of dim {dim}"
-            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,78 +177,6 @@ def write_shard_snapshot(
     return dataclasses.replace(info, parts=parts)
 
 
-def write_manifest(
-    store: ObjectStore,
-    epoch: int,
-    num_shards: int,
-    dim: int,
-    index_settings: IndexSettings,
-    shards: list[ShardSnapshotInfo],
-) -> Manifest:
-    """Write epoch `epoch`'s MANIFEST.json once every shard's parts are written."""
-    by_shard = {info.shard: info for info in shards}
-    if sorted(by_shard) != list(range(num_shards)):
-        raise ValueError(f"manifest needs shards 0..{num_shards - 1}, got {sorted(by_shard)}")
-    manifest = Manifest(
-        epoch=epoch,
-        num_shards=num_shards,
-        dim=dim,
-        index_settings=index_settings.model_dump(mode="json"),
-        created_at=time.time(),
-        shards=by_shard,
-    )
-    store.write(f"{epoch_prefix(epoch)}/MANIFEST.json", json.dumps(manifest.to_json(), indent=1).encode())
-    return manifest
-
-
-def publish_current(store: ObjectStore, epoch: int) -> None:
-    """Make epoch `epoch` current (the commit point of a compaction). Its manifest must exist."""
-    if not store.exists(f"{epoch_prefix(epoch)}/MANIFEST.json"):
-        raise CorruptSnapshotError(f"epoch {epoch} has no manifest; refusing to make it current")
-    store.replace(CURRENT_KEY, json.dumps({"epoch": epoch}).encode())
-    logger.info("snapshot epoch %d is current (%s)", epoch, store.uri)
-
-
-def read_current(store: ObjectStore) -> int | None:
-    """The current snapshot epoch, or None if no snapshot was ever published."""
-    try:
-        data = store.read(CURRENT_KEY)
-    except ObjectNotFoundError:
-        return None
-    try:
-        return int(json.loads(data)["epoch"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptSnapshotError(f"{store.uri}/{CURRENT_KEY} is unreadable: {data[:100]!r}") from exc
-
-
-def next_epoch(store: ObjectStore) -> int:
-    """An epoch number no snapshot (complete or abandoned) has used."""
-    used = [int(m.group(1)) for key in store.list("snapshots") if (m := _EPOCH_RE.match(key))]
-    return max(used, default=0) + 1
-
-
-def read_manifest(store: ObjectStore, epoch: int) -> Manifest:
-    """Epoch `epoch`'s manifest. Raises CorruptSnapshotError if missing or malformed."""
-    key = f"{epoch_prefix(epoch)}/MANIFEST.json"
-    try:
-        data = json.loads(store.read(key))
-        if data["format_version"] != FORMAT_VERSION or data["epoch"] != epoch:
-            raise ValueError(f"format {data['format_version']} epoch {data['epoch']}")
-        shards = {int(s["shard"]): ShardSnapshotInfo.from_json(s) for s in data["shards"]}
-        return Manifest(
-            epoch=epoch,
-            num_shards=int(data["num_shards"]),
-            dim=int(data["dim"]),
-            index_settings=data["index_settings"],
-            created_at=float(data["created_at"]),
-            shards=shards,
-        )
-    except ObjectNotFoundError as exc:
-        raise CorruptSnapshotError(f"snapshot epoch {epoch} has no manifest ({key})") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptSnapshotError(f"{key} is malformed: {exc}") from exc
-
-
 def _verified(store: ObjectStore, part: PartInfo) -> bytes:
     try:
         data = store.read(part.key)
@@ -409,3 +255,24 @@ def _load_rerank(
             raise CorruptSnapshotError(f"snapshot part {part.key} fails its sha256 check")
         return read_mmap(target), target
     return deserialize(_verified(store, part)), None
+
+
+def load_current_snapshot(
+    store: ObjectStore,
+    shard: int,
+    num_shards: int,
+    dim: int,
+    settings: IndexSettings,
+    *,
+    rerank_dir: str | Path | None = None,
+) -> ShardSnapshot:
+    """Shard `shard` of the epoch CURRENT names, or the empty start if none was ever published.
+
+    Raises ValueError if that epoch is for another gallery shape, else as `load_shard_snapshot`.
+    """
+    epoch = read_current(store)
+    if epoch is None:
+        return ShardSnapshot.empty(shard, dim, settings)
+    manifest = read_manifest(store, epoch)
+    manifest.check_shape(num_shards, dim)
+    return load_shard_snapshot(store, epoch, shard, settings, manifest=manifest, rerank_dir=rerank_dir)

@@ -18,8 +18,8 @@ import ray
 from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.build import ShardBuild, build_memory_bytes, build_snapshot
 from ufme_ray.gallery.encryption import open_configured_storage
-from ufme_ray.gallery.log import LogReader
-from ufme_ray.gallery.snapshot import Manifest
+from ufme_ray.gallery.log_segments import LogReader
+from ufme_ray.gallery.manifest import Manifest
 from ufme_ray.gallery.storage import ObjectStore
 from ufme_ray.jobs.logs import configure_logging
 

@@ -35,7 +35,8 @@ import ray
 
 from ufme_ray.config import ConfigError, UfmeSettings
 from ufme_ray.gallery.retention import abandoned_epochs, apply_retention, delete_epochs, list_epochs
-from ufme_ray.gallery.snapshot import Manifest, next_epoch, publish_current, read_current, read_manifest, write_manifest
+from ufme_ray.gallery.epochs import next_epoch, publish_current, read_current, read_manifest, write_manifest
+from ufme_ray.gallery.manifest import Manifest
 from ufme_ray.gallery.build import ShardBuild
 from ufme_ray.gallery.encryption import open_configured_storage
 from ufme_ray.gallery.storage import ObjectStore

@@ -1,8 +1,11 @@
-"""Submitting the compaction job through Ray's JobSubmissionClient and following it (`ufme-ray compact`).
+"""Submitting the compaction job through Ray's JobSubmissionClient and following it: `run_compaction`,
+for `ufme-ray compact` and `ufme-ray k8s compact` alike.
 
 Idempotent per schedule slot: the submission id is `ufme-compact-<slot>` (by default the UTC
 hour, the slot of the hourly schedule), so a second submission for a slot finds the slot's job
-and reports it instead of starting another. The job gets the submitter's storage URI, shard
+instead of starting another: one still running is followed (a retried trigger), one that has
+ended is refused loudly (CompactionAlreadyRanError: nothing new would be compacted; `--now`
+takes a slot of its own, the UTC second). The job gets the submitter's storage URI, shard
 count and dimension as flags and its compaction settings as UFME_COMPACTION (JSON) in the
 runtime environment, so it compacts the gallery the submitter means, the way the submitter
 configured, whatever the cluster's environment says.
@@ -21,11 +24,15 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-import requests
-from ray.job_submission import JobSubmissionClient
+from typing import TYPE_CHECKING
 
+import requests
+
+from ufme_ray.cluster import ClusterError
 from ufme_ray.config import UfmeSettings
-from ufme_ray.serving.cluster import ClusterError
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 SUBMISSION_PREFIX = "ufme-compact-"
 _SLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -37,6 +44,13 @@ def slot_for(now: datetime) -> str:
     if now.tzinfo is None:
         raise ValueError("slot_for needs an aware datetime")
     return now.astimezone(timezone.utc).strftime("%Y%m%dT%HZ")
+
+
+def instant_slot(now: datetime) -> str:
+    """A slot of its own for a compaction run now (`--now`): the UTC second, e.g. 20260301T141503Z."""
+    if now.tzinfo is None:
+        raise ValueError("instant_slot needs an aware datetime")
+    return now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def submission_id(slot: str) -> str:
@@ -63,15 +77,38 @@ def job_env(settings: UfmeSettings, extra: dict[str, str] | None = None) -> dict
     return {"UFME_COMPACTION": settings.compaction.model_dump_json(), **(extra or {})}
 
 
+_TERMINAL = frozenset({"STOPPED", "SUCCEEDED", "FAILED"})  # JobStatus.is_terminal(), without importing Ray
+
+
 @dataclasses.dataclass(frozen=True)
 class Submission:
     submission_id: str
     status: str
     created: bool  # False: the slot's job existed already and is reported instead
+    ended_at: datetime | None = None  # when a job that existed already had ended
+
+    @property
+    def ended(self) -> bool:
+        return self.status in _TERMINAL
+
+
+class CompactionAlreadyRanError(RuntimeError):
+    """The slot's compaction job had already ended: submitting again compacts nothing new."""
+
+    def __init__(self, job: Submission, slot: str):
+        hour = " (this UTC hour)" if slot == slot_for(datetime.now(timezone.utc)) else ""
+        ended = f" at {job.ended_at:%Y-%m-%d %H:%M:%S} UTC" if job.ended_at else ""
+        super().__init__(
+            f"the compaction of slot {slot}{hour} already ran: job {job.submission_id} ended {job.status}{ended}; "
+            "nothing new was compacted. To compact now, run again with --now (a slot of its own)"
+        )
+        self.job = job
 
 
 def connect(address: str, token: str | None) -> JobSubmissionClient:
     """A client for the dashboard at `address`. Raises ClusterError if it cannot be reached."""
+    from ray.job_submission import JobSubmissionClient  # Ray is heavy: the CLI imports this module for its errors
+
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
         return JobSubmissionClient(address, headers=headers)
@@ -81,6 +118,11 @@ def connect(address: str, token: str | None) -> JobSubmissionClient:
 
 def _find(client: JobSubmissionClient, wanted: str):
     return next((job for job in client.list_jobs() if job.submission_id == wanted), None)
+
+
+def _existing(job) -> Submission:
+    ended_at = datetime.fromtimestamp(job.end_time / 1000, timezone.utc) if job.end_time else None
+    return Submission(job.submission_id, job.status.value, created=False, ended_at=ended_at)
 
 
 def submit(
@@ -95,7 +137,7 @@ def submit(
     try:
         existing = _find(client, wanted)
         if existing is not None:
-            return Submission(wanted, existing.status.value, created=False)
+            return _existing(existing)
         try:
             client.submit_job(
                 entrypoint=entrypoint(settings, dim=dim),
@@ -108,7 +150,7 @@ def submit(
             raced = _find(client, wanted)  # another submitter took the slot between our look and our submit
             if raced is None:
                 raise
-            return Submission(wanted, raced.status.value, created=False)
+            return _existing(raced)
         return Submission(wanted, client.get_job_status(wanted).value, created=True)
     except (RuntimeError, requests.RequestException) as exc:
         raise ClusterError(f"submitting {wanted}: {exc}") from exc
@@ -133,3 +175,32 @@ def follow(client: JobSubmissionClient, wanted: str, write: Callable[[str], None
     except (RuntimeError, requests.RequestException) as exc:
         raise ClusterError(f"following {wanted}: {exc}") from exc
     return status.value
+
+
+def run_compaction(
+    address: str,
+    token: str | None,
+    settings: UfmeSettings,
+    *,
+    slot: str,
+    wait: bool,
+    write: Callable[[str], None],
+    on_submitted: Callable[[Submission], None] = lambda job: None,
+) -> Submission:
+    """Submit the slot's compaction job (or find it), report it to `on_submitted`, and with `wait`
+    stream its log through `write` until it ends. Returns the job with its last status.
+
+    A job of the slot still PENDING or RUNNING is followed, not started again (a retried trigger).
+    Raises CompactionAlreadyRanError if the slot's job had already ended, ClusterError if the job
+    server cannot be reached or refuses, ValueError for a bad slot.
+    """
+    from ufme_ray.jobs.compact import embedding_dim  # imports Ray
+
+    client = connect(address, token)
+    job = submit(client, settings, slot=slot, dim=embedding_dim(settings))
+    if not job.created and job.ended:
+        raise CompactionAlreadyRanError(job, slot)
+    on_submitted(job)
+    if not wait:
+        return job
+    return dataclasses.replace(job, status=follow(client, job.submission_id, write))

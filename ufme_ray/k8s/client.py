@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -23,83 +22,28 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
-import yaml
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from ufme_ray.k8s.errors import (
-    ApiError,
     ApplyConflictError,
     ClusterUnreachableError,
     CrdMissingError,
+    K8sObjectNotFoundError,
+    KubernetesApiError,
     NotReadyError,
-    ObjectNotFoundError,
 )
-
-logger = logging.getLogger(__name__)
+from ufme_ray.k8s.kinds import CORE_METHOD, INSTALL_HINT, RAY_GROUP, RAY_VERSION, kind_of
+from ufme_ray.k8s.render import NAMESPACE, RAYSERVICE_NAME
+from ufme_ray.k8s.status import Condition, ServiceStatus, expected_shards
+from ufme_ray.serve_config import APP_NAME
 
 FIELD_MANAGER = "ufme-ray"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
-RAY_GROUP, RAY_VERSION = "ray.io", "v1"
-DEFAULT_NAMESPACE = "ufme"
-DEFAULT_RAYSERVICE = "ufme"
-APP_NAME = "ufme"
 AUTH_SECRET, AUTH_SECRET_KEY = "ufme-ray-auth", "auth_token"
 RAYCLUSTER_PLACEHOLDER = "ufme-active-raycluster"
 _TIMEOUT_S = (5.0, 30.0)  # connect, read
-
-
-@dataclass(frozen=True)
-class Kind:
-    """How to reach one kind of object on the API server."""
-
-    group: str  # "" for the core group
-    version: str
-    plural: str
-    namespaced: bool
-    order: int  # apply order: namespace and identities first, workloads after their config
-
-    @property
-    def group_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-# Every kind the kuberay/ manifests contain. An unknown kind is an error, never guessed.
-KINDS: dict[tuple[str, str], Kind] = {
-    ("v1", "Namespace"): Kind("", "v1", "namespaces", False, 0),
-    ("v1", "ServiceAccount"): Kind("", "v1", "serviceaccounts", True, 1),
-    ("rbac.authorization.k8s.io/v1", "Role"): Kind("rbac.authorization.k8s.io", "v1", "roles", True, 2),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"): Kind("rbac.authorization.k8s.io", "v1", "rolebindings", True, 3),
-    ("v1", "ConfigMap"): Kind("", "v1", "configmaps", True, 4),
-    ("v1", "PersistentVolumeClaim"): Kind("", "v1", "persistentvolumeclaims", True, 4),
-    ("networking.k8s.io/v1", "NetworkPolicy"): Kind("networking.k8s.io", "v1", "networkpolicies", True, 5),
-    ("policy/v1", "PodDisruptionBudget"): Kind("policy", "v1", "poddisruptionbudgets", True, 5),
-    ("ray.io/v1", "RayService"): Kind(RAY_GROUP, RAY_VERSION, "rayservices", True, 6),
-    ("batch/v1", "CronJob"): Kind("batch", "v1", "cronjobs", True, 7),
-    ("ray.io/v1", "RayCronJob"): Kind(RAY_GROUP, RAY_VERSION, "raycronjobs", True, 7),
-    ("monitoring.coreos.com/v1", "PodMonitor"): Kind("monitoring.coreos.com", "v1", "podmonitors", True, 8),
-    ("monitoring.coreos.com/v1", "PrometheusRule"): Kind("monitoring.coreos.com", "v1", "prometheusrules", True, 8),
-}
-# Core-group kinds: the CoreV1Api method suffix for each plural.
-_CORE_METHOD = {
-    "namespaces": "namespace",
-    "serviceaccounts": "namespaced_service_account",
-    "configmaps": "namespaced_config_map",
-    "persistentvolumeclaims": "namespaced_persistent_volume_claim",
-}
-# What to install when a group is not served.
-_INSTALL_HINT = {
-    RAY_GROUP: "install the KubeRay operator (1.7) with its CRDs (README: Deploy on Kubernetes)",
-    "monitoring.coreos.com": "install the Prometheus Operator CRDs (kube-prometheus-stack), or leave monitoring.yaml out",
-}
-
-
-def kind_of(manifest: dict[str, Any]) -> Kind:
-    key = (manifest.get("apiVersion", ""), manifest.get("kind", ""))
-    if key not in KINDS:
-        raise ApiError(f"cannot apply {key[1] or '?'} ({key[0] or 'no apiVersion'}): not a kind of the UFME-Ray manifests")
-    return KINDS[key]
 
 
 def _status_message(exc: ApiException) -> str:
@@ -122,81 +66,6 @@ class Applied:
     note: str = ""
 
 
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str
-    reason: str = ""
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """What `ufme-ray k8s status` reports about the RayService."""
-
-    name: str
-    namespace: str
-    conditions: list[Condition]
-    active_cluster: str | None
-    pending_cluster: str | None
-    app_status: str | None
-    app_message: str
-    deployments: dict[str, str]
-    expected_shards: int | None
-    shard_pods_ready: int
-    shard_pods_total: int
-    gallery: dict[str, Any] | None = None
-    gallery_error: str | None = None
-    observed_generation: int | None = None
-    generation: int | None = None
-
-    def condition(self, type_: str) -> bool:
-        return any(c.type == type_ and c.status == "True" for c in self.conditions)
-
-    @property
-    def ready(self) -> bool:
-        """RayService Ready, Serve app RUNNING, every shard pod ready and (if seen) every shard restored."""
-        shards_ok = self.expected_shards is None or self.shard_pods_ready >= self.expected_shards
-        gallery_ok = self.gallery is None or bool(self.gallery.get("ready"))
-        return self.condition("Ready") and self.app_status == "RUNNING" and shards_ok and gallery_ok
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ready": self.ready}
-
-    def summary(self) -> str:
-        lines = [f"RayService {self.namespace}/{self.name}: {'READY' if self.ready else 'NOT READY'}"]
-        for c in self.conditions:
-            lines.append(f"  condition {c.type}={c.status}" + (f" ({c.reason}: {c.message})" if c.reason or c.message else ""))
-        lines.append(f"  active cluster: {self.active_cluster or '-'}   pending cluster: {self.pending_cluster or '-'}")
-        lines.append(f"  Serve app {APP_NAME}: {self.app_status or 'unknown'}" + (f" ({self.app_message})" if self.app_message else ""))
-        for name, status in sorted(self.deployments.items()):
-            lines.append(f"    {name}: {status}")
-        expected = "?" if self.expected_shards is None else str(self.expected_shards)
-        lines.append(f"  shard pods ready: {self.shard_pods_ready}/{self.shard_pods_total} (expected {expected})")
-        if self.gallery is not None:
-            lines.append(f"  gallery: {self.gallery.get('shards_ready')}/{self.gallery.get('num_shards')} shards restored")
-        elif self.gallery_error:
-            lines.append(f"  gallery: not checked ({self.gallery_error})")
-        return "\n".join(lines)
-
-
-def expected_shards(serve_config_v2: str | None) -> int | None:
-    """num_shards of the ufme application in a serveConfigV2 string (the settings default if unset)."""
-    if not serve_config_v2:
-        return None
-    from ufme_ray.config import GallerySettings
-
-    try:
-        parsed = yaml.safe_load(serve_config_v2) or {}
-    except yaml.YAMLError:
-        return None
-    for app in parsed.get("applications", []):
-        if app.get("name") == APP_NAME:
-            settings = (app.get("args") or {}).get("settings") or {}
-            return int((settings.get("gallery") or {}).get("num_shards", GallerySettings().num_shards))
-    return None
-
-
 class K8sClient:
     """The RayService of one namespace, through one `kubernetes` ApiClient."""
 
@@ -204,8 +73,8 @@ class K8sClient:
         self,
         api_client: ApiClient,
         *,
-        namespace: str = DEFAULT_NAMESPACE,
-        rayservice: str = DEFAULT_RAYSERVICE,
+        namespace: str = NAMESPACE,
+        rayservice: str = RAYSERVICE_NAME,
         field_manager: str = FIELD_MANAGER,
     ):
         self.api_client = api_client
@@ -274,10 +143,10 @@ class K8sClient:
                     "re-run with --force-conflicts to take them over"
                 ) from None
             if exc.status == 404:
-                raise ObjectNotFoundError(f"{what}: not found (HTTP 404): {message}") from None
+                raise K8sObjectNotFoundError(f"{what}: not found (HTTP 404): {message}") from None
             if exc.status in (401, 403):
-                raise ApiError(f"{what}: refused (HTTP {exc.status}): {message}; check your credentials and RBAC", status=exc.status) from None
-            raise ApiError(f"{what}: HTTP {exc.status}: {message}", status=exc.status) from None
+                raise KubernetesApiError(f"{what}: refused (HTTP {exc.status}): {message}; check your credentials and RBAC", status=exc.status) from None
+            raise KubernetesApiError(f"{what}: HTTP {exc.status}: {message}", status=exc.status) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise ClusterUnreachableError(f"{what}: cannot reach the Kubernetes API server at {self.host}: {reason}") from None
@@ -298,13 +167,13 @@ class K8sClient:
         for (group, version), plurals in sorted(needed.items()):
             try:
                 served = self._call(f"discover {group}/{version}", self._custom.get_api_resources, group, version)
-            except ObjectNotFoundError:
-                missing.append(f"{group}/{version} ({', '.join(sorted(plurals))}): the API group is not served; {_INSTALL_HINT.get(group, 'install its CRDs')}")
+            except K8sObjectNotFoundError:
+                missing.append(f"{group}/{version} ({', '.join(sorted(plurals))}): the API group is not served; {INSTALL_HINT.get(group, 'install its CRDs')}")
                 continue
             names = {r.name for r in (served.resources or [])}
             absent = sorted(plurals - names)
             if absent:
-                hint = "enable the RayCronJob feature gate of the KubeRay operator" if "raycronjobs" in absent else _INSTALL_HINT.get(group, "install its CRDs")
+                hint = "enable the RayCronJob feature gate of the KubeRay operator" if "raycronjobs" in absent else INSTALL_HINT.get(group, "install its CRDs")
                 missing.append(f"{group}/{version} has no {', '.join(absent)}: {hint}")
         if missing:
             raise CrdMissingError("the cluster lacks custom resources the manifests need:\n  " + "\n  ".join(missing))
@@ -325,7 +194,7 @@ class K8sClient:
         if dry_run:
             options["dry_run"] = "All"
         if kind.group == "":
-            method = getattr(self._core, f"patch_{_CORE_METHOD[kind.plural]}")
+            method = getattr(self._core, f"patch_{CORE_METHOD[kind.plural]}")
             args = (name, namespace, manifest) if kind.namespaced else (name, manifest)
             result = self._call(what, method, *args, **options)
         elif kind.namespaced:
@@ -376,7 +245,7 @@ class K8sClient:
             return manifest, ""
         try:
             active = self._active_cluster()
-        except ObjectNotFoundError:
+        except K8sObjectNotFoundError:
             active = None
         bound = json.loads(json.dumps(manifest))
         if active is None:
@@ -388,16 +257,16 @@ class K8sClient:
     # --- read ------------------------------------------------------------------------------------
 
     def get_rayservice(self) -> dict[str, Any]:
-        """The RayService object. Raises ObjectNotFoundError if it does not exist."""
+        """The RayService object. Raises K8sObjectNotFoundError if it does not exist."""
         try:
             result = self._call(
                 f"get RayService {self.namespace}/{self.rayservice}",
                 self._custom.get_namespaced_custom_object,
                 RAY_GROUP, RAY_VERSION, self.namespace, "rayservices", self.rayservice,
             )
-        except ObjectNotFoundError as exc:
+        except K8sObjectNotFoundError as exc:
             self.check_kinds([{"apiVersion": "ray.io/v1", "kind": "RayService"}])
-            raise ObjectNotFoundError(f"{exc}; deploy it with `ufme-ray k8s apply --env <staging|production>`") from None
+            raise K8sObjectNotFoundError(f"{exc}; deploy it with `ufme-ray k8s apply --env <staging|production>`") from None
         return self._to_dict(result)
 
     def _active_cluster(self) -> str | None:
@@ -438,13 +307,13 @@ class K8sClient:
         status = getattr(response, "status", 200)
         raw = response.data if hasattr(response, "data") else response
         if status >= 400 and status != 503:
-            raise ApiError(f"{what}: HTTP {status}: {str(raw)[:200]}", status=status)
+            raise KubernetesApiError(f"{what}: HTTP {status}: {str(raw)[:200]}", status=status)
         try:
             body = json.loads(raw)
         except (TypeError, ValueError):
-            raise ApiError(f"{what}: not JSON: {str(raw)[:200]}") from None
+            raise KubernetesApiError(f"{what}: not JSON: {str(raw)[:200]}") from None
         if not isinstance(body, dict):
-            raise ApiError(f"{what}: unexpected answer {str(body)[:200]}")
+            raise KubernetesApiError(f"{what}: unexpected answer {str(body)[:200]}")
         return body
 
     def token(self) -> str:
@@ -454,7 +323,7 @@ class K8sClient:
         )
         data = (secret.get("data") or {}).get(AUTH_SECRET_KEY)
         if not data:
-            raise ApiError(f"Secret {self.namespace}/{AUTH_SECRET} has no key {AUTH_SECRET_KEY}")
+            raise KubernetesApiError(f"Secret {self.namespace}/{AUTH_SECRET} has no key {AUTH_SECRET_KEY}")
         return base64.b64decode(data).decode().strip()
 
     def status(self, *, check_gallery: bool = True, check_shards: bool = True) -> ServiceStatus:
@@ -476,7 +345,7 @@ class K8sClient:
         if check_gallery and cluster:
             try:
                 gallery = self.gallery_readiness()
-            except (ApiError, ObjectNotFoundError) as exc:
+            except (KubernetesApiError, K8sObjectNotFoundError) as exc:
                 gallery_error = str(exc)
         elif not cluster:
             gallery_error = "no active cluster"

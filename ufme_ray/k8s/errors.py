@@ -23,7 +23,7 @@ class ApplyConflictError(K8sError):
     """Server-side apply refused: another field manager owns fields we set (HTTP 409)."""
 
 
-class ApiError(K8sError):
+class KubernetesApiError(K8sError):
     """Any other error status from the API server."""
 
     def __init__(self, message: str, *, status: int | None = None):
@@ -32,12 +32,12 @@ class ApiError(K8sError):
 
 
 class NotReadyError(K8sError):
-    """The RayService did not become ready in time (the message carries the last status)."""
+    """The RayService is not ready: not in time, or not for a compaction (the message says how)."""
 
 
 class CompactionError(K8sError):
-    """The compaction job could not be submitted, failed, or did not finish in time."""
+    """The compaction job's settings cannot be taken from the RayService (its serveConfigV2)."""
 
 
-class ObjectNotFoundError(K8sError):
+class K8sObjectNotFoundError(K8sError):
     """The object (e.g. the RayService) does not exist in the namespace."""

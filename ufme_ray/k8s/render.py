@@ -6,12 +6,15 @@ RayService's `serveConfigV2` comes from generated patch files that this module w
 
 - `kuberay/base/serve-config.generated.yaml`: serveConfigV2 = the text of serve_config.yaml, verbatim.
 - `kuberay/overlays/<env>/serve-config.generated.yaml`: serve_config.yaml with that environment's
-  documented overrides (`kuberay/overlays/<env>/serve-overrides.yaml`) merged in.
+  documented overrides (`kuberay/overlays/<env>/serve-overrides.yaml`) merged in, after those of
+  each kustomize component the overlay lists that has a `serve-overrides.yaml` of its own
+  (`kuberay/components/gpu`: the stages' GPUs and execution providers).
 
 An overrides file may only deep-merge into existing keys of the Serve config: applications and
 their deployments are addressed by name, and a name that serve_config.yaml does not have is an
 error, never a silent addition. `render` runs `kubectl kustomize` on the overlay and refuses to
-return manifests whose serveConfigV2 is not the one generated now.
+return manifests whose serveConfigV2 is not the one generated now, or whose stages' GPU
+reservations and execution providers disagree (`serve_config.gpu_placement_problems`).
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ from typing import Any
 
 import yaml
 
+from ufme_ray.config import ConfigError
 from ufme_ray.k8s.errors import RenderError
+from ufme_ray.serve_config import gpu_placement_problems
 
 ENVIRONMENTS = ("staging", "production")
 GENERATED_NAME = "serve-config.generated.yaml"
 OVERRIDES_NAME = "serve-overrides.yaml"
+NAMESPACE = "ufme"  # kuberay/base/kustomization.yaml
 RAYSERVICE_NAME = "ufme"
 IMAGE_PLACEHOLDER = "ufme-ray"
 _GENERATED_HEADER = (
@@ -142,18 +148,35 @@ def apply_overrides(config: dict[str, Any], overrides: dict[str, Any], *, source
     return result
 
 
+def override_files(layout: Layout, env: str) -> list[Path]:
+    """The overrides merged into `env`'s Serve config, in order: those of the components its
+    kustomization.yaml lists (where one has a serve-overrides.yaml), then the environment's own."""
+    overlay = layout.overlay(env)
+    kustomization = load_yaml_mapping(overlay / "kustomization.yaml")
+    components = [(overlay / entry / OVERRIDES_NAME).resolve() for entry in kustomization.get("components") or []]
+    return [path for path in [*components, overlay / OVERRIDES_NAME] if path.is_file()]
+
+
+def _shown(layout: Layout, path: Path) -> str:
+    """`path` as the generated files name it: under kuberay/ when it is in the tree."""
+    try:
+        return str(Path("kuberay") / path.resolve().relative_to(layout.kuberay_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def serve_config_text(layout: Layout, env: str | None) -> str:
     """The serveConfigV2 string for `env` (None: the base, i.e. serve_config.yaml verbatim)."""
     text = layout.serve_config.read_text()
     if env is None:
         return text
-    overrides_path = layout.overlay(env) / OVERRIDES_NAME
-    config = load_yaml_mapping(layout.serve_config)
-    overrides = load_yaml_mapping(overrides_path) if overrides_path.is_file() else {}
-    merged = apply_overrides(config, overrides, source=str(overrides_path))
-    return (
-        f"# serve_config.yaml with the overrides of kuberay/overlays/{env}/{OVERRIDES_NAME}\n"
-        + yaml.safe_dump(merged, sort_keys=False, default_flow_style=False, width=120)
+    merged = load_yaml_mapping(layout.serve_config)
+    files = override_files(layout, env)
+    for path in files:
+        merged = apply_overrides(merged, load_yaml_mapping(path), source=str(path))
+    shown = " and ".join(_shown(layout, path) for path in files) or "none"
+    return f"# serve_config.yaml with the overrides of {shown}\n" + yaml.safe_dump(
+        merged, sort_keys=False, default_flow_style=False, width=120
     )
 
 
@@ -168,7 +191,7 @@ def generated_patch(layout: Layout, env: str | None) -> str:
     text = serve_config_text(layout, env)
     if not text.endswith("\n") or text != text.lstrip(" \n") or "\t" in text:
         raise RenderError(f"{layout.serve_config} must end with a newline and start without indentation or tabs")
-    extra = "" if env is None else f" + kuberay/overlays/{env}/{OVERRIDES_NAME}"
+    extra = "" if env is None else "".join(f" + {_shown(layout, path)}" for path in override_files(layout, env))
     patch = (
         _GENERATED_HEADER.format(extra=extra)
         + "apiVersion: ray.io/v1\nkind: RayService\nmetadata:\n"
@@ -276,6 +299,12 @@ def render(env: str, *, layout: Layout | None = None, image: str | None = None) 
     rayservice = find(manifests, "RayService", RAYSERVICE_NAME)
     if rayservice["spec"].get("serveConfigV2") != serve_config_text(layout, env):
         raise RenderError(f"the rendered serveConfigV2 of {env} differs from the generated one (check the overlay's patches)")
+    try:
+        problems = gpu_placement_problems(rayservice["spec"]["serveConfigV2"])
+    except ConfigError as exc:
+        raise RenderError(f"the serveConfigV2 of {env}: {exc}") from None
+    if problems:
+        raise RenderError(f"the serveConfigV2 of {env} places stages wrongly: " + "; ".join(problems))
     if image is not None and set_image(manifests, image) == 0:
         raise RenderError(f"--image {image}: no container uses the {IMAGE_PLACEHOLDER} image")
     return manifests

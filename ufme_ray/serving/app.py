@@ -4,28 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 from ray.serve import Application
 
 from ufme_ray.config import UfmeSettings
+from ufme_ray.serve_config import AppArgs
 from ufme_ray.serving.gateway import Gateway
 from ufme_ray.serving.searcher import Searcher
 from ufme_ray.serving.stages import Detector, Embedder, Liveness, Morph, Quality
 from ufme_ray.vision.registry import ModelSpecs
-
-
-class AppArgs(BaseModel):
-    """The `args` block of serve_config.yaml."""
-
-    model_config = ConfigDict(extra="forbid")
-    settings: dict[str, Any] = Field(
-        default_factory=dict,
-        description="UfmeSettings overrides; unset keys come from UFME_* variables in the replicas' environment.",
-    )
-    shard_num_cpus: NonNegativeFloat = Field(0.1, description="CPUs reserved by each shard actor.")
-    shard_resources: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources a shard actor needs (pins shards to shard nodes)."
-    )
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -1,49 +1,20 @@
-"""The Gateway deployment: the FastAPI ingress. Assembles the routers; the Engine does the work."""
+"""The Gateway deployment: the FastAPI ingress, wired to the orchestration over stage handles."""
 
 from __future__ import annotations
 
-import time
-
-from fastapi import FastAPI, Request
 from ray import serve
 
-from ufme_ray import __version__
+from ufme_ray.audit import SubjectPseudonyms
 from ufme_ray.config import LiveConfig, UfmeSettings
-from ufme_ray.serving.api.errors import ApiError, install_error_handlers
-from ufme_ray.serving.api.dependencies import current_engine, install_engine
-from ufme_ray.serving.api.routes import admin, health, matching, subjects
-from ufme_ray.serving.engine import Engine, StageHandles
+from ufme_ray.gallery.encryption import open_configured_storage
+from ufme_ray.orchestration.audit_trail import AuditTrail
+from ufme_ray.orchestration.demo import DemoLoader
+from ufme_ray.orchestration.engine import Engine
+from ufme_ray.serving.api.app import create_api
+from ufme_ray.serving.api.dependencies import Services, install_services
+from ufme_ray.serving.auth import KeyStore
+from ufme_ray.serving.handles import GalleryHandle, StageHandles
 from ufme_ray.serving.metrics import ServiceMetrics
-
-
-def create_api() -> FastAPI:
-    api = FastAPI(
-        title="UFME-Ray",
-        version=__version__,
-        description="Face matching: enrol, identify (1:N), verify (1:1), erase. Every answer names the "
-        "gates it applied, with scores and thresholds.",
-    )
-    for router in (subjects, matching, admin, health):
-        api.include_router(router)
-    install_error_handlers(api)
-
-    @api.middleware("http")
-    async def _measure(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        try:
-            engine = current_engine()
-        except ApiError:
-            engine = None
-        if engine is not None:
-            endpoint = f"{request.method} {route.path if route is not None else 'unmatched'}"
-            engine.metrics.requests.inc(tags={"endpoint": endpoint, "status": str(response.status_code)})
-            engine.metrics.latency.observe((time.perf_counter() - started) * 1000, tags={"endpoint": endpoint})
-        return response
-
-    return api
-
 
 api = create_api()
 
@@ -53,9 +24,25 @@ api = create_api()
 class Gateway:
     def __init__(self, settings_json: str, detector, quality, liveness, morph, embedder, searcher):
         settings = UfmeSettings.model_validate_json(settings_json)
-        handles = StageHandles(detector, quality, liveness, morph, embedder, searcher)
-        self._engine = Engine(settings, handles, ServiceMetrics())
-        install_engine(self._engine)
+        gallery = GalleryHandle(searcher)
+        metrics = ServiceMetrics()
+        self._engine = Engine(settings, StageHandles(detector, quality, liveness, morph, embedder), gallery, metrics)
+        install_services(
+            Services(
+                settings=settings,
+                engine=self._engine,
+                audit=AuditTrail(
+                    open_configured_storage(settings), SubjectPseudonyms.from_settings(settings.audit), gallery.status
+                ),
+                keys=KeyStore(settings.auth),
+                demo=DemoLoader(
+                    lambda subject_id, data: self._engine.enrol(subject_id, data, operation="demo"),
+                    default_folder=settings.demo_dir,
+                    max_bytes=settings.image.max_bytes,
+                ),
+                metrics=metrics,
+            )
+        )
 
     def reconfigure(self, user_config: dict) -> None:
         """Thresholds and gate policy change live; an invalid config is refused whole."""

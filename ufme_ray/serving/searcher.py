@@ -12,15 +12,12 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.merge import Candidate, merge_subjects
 from ufme_ray.gallery.routing import shard_for
+from ufme_ray.orchestration.errors import GalleryUnavailableError
 from ufme_ray.serving.shard_actor import ShardNotReadyError, shard_handles
 
 # A shard returns this many template hits per requested subject, so that a subject holding
 # several templates cannot crowd other subjects out of the merged top-k.
 TEMPLATES_PER_SUBJECT = 4
-
-
-class GalleryUnavailableError(RuntimeError):
-    """A shard is restoring, restarting or failed: the answer would be incomplete (HTTP 503)."""
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -24,7 +24,8 @@ from ray.util import metrics
 
 from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.log import FencedError, LogUnavailableError
-from ufme_ray.gallery.shard import Enrolment, SearchHit, Shard, ShardFailedError, TemplateInfo
+from ufme_ray.gallery.shard import Shard
+from ufme_ray.gallery.shard_types import Enrolment, SearchHit, ShardFailedError, TemplateInfo
 from ufme_ray.gallery.encryption import open_configured_storage
 
 logger = logging.getLogger(__name__)

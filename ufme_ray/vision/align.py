@@ -1,4 +1,4 @@
-"""Face alignment: the one place that knows the reference landmark templates.
+"""Face alignment and cropping: the one place that knows the reference landmark templates.
 
 Landmarks are always 5 points in this order: left eye, right eye, nose tip, left mouth corner,
 right mouth corner (left/right as seen in the image).
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from ufme_ray.models.manifest import ModelSpec
+from ufme_ray.vision.detector import DetectedFace
 
 # ArcFace 112x112 template (InsightFace `arcface_src`; foamliu's MobileFaceNet uses the same).
 ARCFACE_TEMPLATE_112 = np.array(
@@ -104,3 +107,14 @@ def crop_padded_square(image_bgr: np.ndarray, box: np.ndarray, scale: float, siz
     if src_x2 > src_x1 and src_y2 > src_y1:
         square[src_y1 - top : src_y2 - top, src_x1 - left : src_x2 - left] = image_bgr[src_y1:src_y2, src_x1:src_x2]
     return cv2.resize(square, size_px, interpolation=cv2.INTER_AREA)
+
+
+def model_crop(spec: ModelSpec, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
+    """The crop a PAD or MAD model expects, per its manifest `crop` spec."""
+    crop = spec.crop
+    size = spec.preprocess.size
+    if crop.style == "scaled_box":
+        return crop_scaled_box(image_bgr, face.box, crop.scale, size)
+    if crop.style == "padded_square":
+        return crop_padded_square(image_bgr, face.box, crop.scale, size)
+    return align_arcface(image_bgr, face.landmarks, size[0])

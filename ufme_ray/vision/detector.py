@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ufme_ray.config import DetectionSettings
-from ufme_ray.vision.manifest import ModelSpec
+from ufme_ray.models.manifest import ModelSpec
 from ufme_ray.vision.onnx_model import to_tensor
 
 STRIDES = (8, 16, 32)
@@ -125,14 +125,21 @@ class FaceDetector:
         self._input_name = session.get_inputs()[0].name
         self._output_names = [output.name for output in session.get_outputs()]
 
-    def detect(self, image_bgr: np.ndarray) -> list[DetectedFace]:
+    @property
+    def providers(self) -> dict[str, list[str]]:
+        """Model name -> the execution providers its session got, most preferred first."""
+        return {self.spec.name: self.session.get_providers()}
+
+    def detect(self, image_bgr: np.ndarray, score_min: float | None = None) -> list[DetectedFace]:
+        """Faces scoring at least `score_min` (default: the detector's own threshold)."""
+        score_min = self.score_min if score_min is None else score_min
         size = self.spec.preprocess.size
         canvas, scale = letterbox(image_bgr, size)
         raw = self.session.run(None, {self._input_name: to_tensor([canvas], self.spec.preprocess)})
         if self.spec.family == "yunet":
-            boxes, kps, scores = decode_yunet(dict(zip(self._output_names, raw)), size, self.score_min)
+            boxes, kps, scores = decode_yunet(dict(zip(self._output_names, raw)), size, score_min)
         else:
-            boxes, kps, scores = decode_scrfd(raw, size, self.score_min)
+            boxes, kps, scores = decode_scrfd(raw, size, score_min)
         keep = non_max_suppression(boxes, scores, self.settings.nms_iou)
         faces = []
         for index in keep:
@@ -145,7 +152,10 @@ class FaceDetector:
         faces.sort(key=lambda f: f.width * f.height, reverse=True)
         return faces[: self.settings.max_faces]
 
-    def detect_batch(self, images_bgr: list[np.ndarray]) -> list[list[DetectedFace]]:
+    def detect_batch(
+        self, images_bgr: list[np.ndarray], score_mins: list[float | None] | None = None
+    ) -> list[list[DetectedFace]]:
         # The exported graphs have a fixed batch of 1 and per-stride outputs without a batch
         # dim, so images run one by one; batching still saves the per-request overhead upstream.
-        return [self.detect(image) for image in images_bgr]
+        score_mins = score_mins or [None] * len(images_bgr)
+        return [self.detect(image, score_min) for image, score_min in zip(images_bgr, score_mins)]

@@ -1,4 +1,4 @@
-"""Typed errors of the vision layer. Each image error carries the HTTP status a client should see."""
+"""Typed errors of the vision layer: a stable `code` each; the HTTP layer decides the status."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ class VisionError(Exception):
 class ImageError(VisionError):
     """The client sent an image we refuse; `code` is a stable machine-readable reason."""
 
-    http_status = 400
     code = "bad_image"
 
     def __init__(self, message: str):
@@ -25,7 +24,6 @@ class EmptyImageError(ImageError):
 class UnsupportedImageError(ImageError):
     """Not an image at all, or a format we do not accept."""
 
-    http_status = 415
     code = "unsupported_image_type"
 
 
@@ -38,7 +36,6 @@ class CorruptImageError(ImageError):
 class ImageTooLargeError(ImageError):
     """Over the byte or pixel limit (decompression bombs land here before any full decode)."""
 
-    http_status = 413
     code = "image_too_large"
 
 
@@ -48,3 +45,7 @@ class ImageTooSmallError(ImageError):
 
 class ModelLoadError(VisionError):
     """A model file could not be loaded into onnxruntime."""
+
+
+class QuantizeError(VisionError):
+    """An int8 variant cannot be built: a model kind without one, or unusable calibration photos."""

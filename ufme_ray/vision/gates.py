@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from ufme_ray.config import Thresholds
-from ufme_ray.vision.manifest import ModelSpec
+from ufme_ray.models.manifest import ModelSpec
 
 GateStatus = Literal["pass", "fail", "not_configured"]
 

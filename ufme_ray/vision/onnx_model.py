@@ -1,7 +1,18 @@
-"""onnxruntime sessions and the shared pixel-to-tensor preprocessing."""
+"""onnxruntime sessions, the shared pixel-to-tensor preprocessing, and the base of the per-face models.
+
+Each per-face model (quality, liveness, morph, embedder) owns one session and splits its work in
+two so a serving layer can batch across requests:
+- `crop(image_bgr, face)`: cheap, pure NumPy/OpenCV, returns the model-ready uint8 crop;
+- `run(crops)`: one session call for N crops, returns N scores (or vectors).
+
+Sessions run on the execution providers the settings ask for the model's stage
+(`RuntimeSettings.providers_for`), less those this onnxruntime lacks; each model reports what its
+session got (`providers`), since onnxruntime itself falls back to CPU when a provider fails to start.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -10,10 +21,12 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from ufme_ray import execution_providers
 from ufme_ray.config import RuntimeSettings
+from ufme_ray.execution_providers import Provider
+from ufme_ray.models.manifest import ModelSpec, Preprocess
+from ufme_ray.models.store import resolve_model_path
 from ufme_ray.vision.errors import ModelLoadError
-from ufme_ray.vision.manifest import ModelSpec, Preprocess
-from ufme_ray.vision.model_store import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -21,24 +34,61 @@ logger = logging.getLogger(__name__)
 def load_session(
     model_dir: Path, spec: ModelSpec, runtime: RuntimeSettings, *, dynamic_batch: bool = False
 ) -> ort.InferenceSession:
-    """An onnxruntime CPU session for `spec`, its file found (and checksum-verified) in model_dir.
+    """An onnxruntime session for `spec`, its file found (and checksum-verified) in model_dir, on the
+    providers its stage asks for that this onnxruntime has (CPU always last).
 
     dynamic_batch rewrites a graph exported with a fixed batch of 1 so that N crops run in one
-    call; see `make_batch_dynamic`. Raises ModelMissingError/ModelCorruptError (model_store) or
-    ModelLoadError.
+    call; see `make_batch_dynamic`. Raises the store's ModelMissingError, ModelCorruptError or
+    UnverifiableModelError (all `ufme_ray.models.errors.ModelsError`), or ModelLoadError.
     """
     path = resolve_model_path(model_dir, spec, verify=runtime.verify_checksums)
     options = ort.SessionOptions()
     options.intra_op_num_threads = runtime.intra_op_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # onnxruntime warns about shape hints we rewrite on purpose
+    asked = runtime.providers_for(spec.kind)
+    providers = _session_providers(spec.name, asked)
     try:
         model: str | bytes = str(path)
         if dynamic_batch:
             model = make_batch_dynamic(onnx.load(str(path))).SerializeToString()
-        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
         raise ModelLoadError(f"cannot load model {spec.name} from {path}: {exc}") from exc
+    got, asked_names = session.get_providers(), execution_providers.names(asked)
+    # onnxruntime itself drops a provider that fails to start (no visible device, missing CUDA
+    # libraries), saying so only on stdout ("EP Error"): what the session got is the truth.
+    failed = [name for name in execution_providers.names(providers) if name not in got]
+    if failed:
+        logger.warning(
+            "model %s: providers %s (asked %s; onnxruntime could not start %s)", spec.name, got, asked_names, failed
+        )
+    else:
+        logger.info("model %s: providers %s (asked %s)", spec.name, got, asked_names)
+    return session
+
+
+def _session_providers(model: str, asked: list[Provider]) -> list[str | tuple[str, dict]]:
+    """`asked` less what this onnxruntime lacks, CPU last, in the form `InferenceSession` takes;
+    one warning naming the model when something asked for is skipped."""
+    available = ort.get_available_providers()
+    chosen = execution_providers.choose(asked, available)
+    skipped = [name for name in execution_providers.names(asked) if name not in available]
+    if skipped:
+        logger.warning(
+            "model %s: execution providers %s are not available in this onnxruntime (it has %s); falling back to %s",
+            model, skipped, available, execution_providers.names(chosen),
+        )
+    if execution_providers.NVIDIA & set(execution_providers.names(chosen)):
+        _preload_cuda_libraries()
+    return [p if isinstance(p, str) else (p[0], dict(p[1])) for p in chosen]
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels of onnxruntime-gpu[cuda,cudnn], which the Linux
+    loader does not search; where they are absent, libraries on the loader's path are used."""
+    ort.preload_dlls()
 
 
 def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -83,3 +133,38 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+class OnnxModel:
+    """A per-face model of manifest kind `expected_kind` on one session; subclasses add crop and run."""
+
+    expected_kind: str
+
+    def __init__(self, spec: ModelSpec, session: ort.InferenceSession):
+        if spec.kind != self.expected_kind:
+            raise ValueError(f"model {spec.name} is a {spec.kind}, not a {self.expected_kind}")
+        self.spec = spec
+        self.session = session
+        self._input_name = session.get_inputs()[0].name
+
+    @property
+    def providers(self) -> dict[str, list[str]]:
+        """Model name -> the execution providers its session got, most preferred first."""
+        return {self.spec.name: self.session.get_providers()}
+
+    def _infer(self, crops: list[np.ndarray]) -> np.ndarray:
+        """The first output for a batch of crops."""
+        return self.session.run(None, {self._input_name: to_tensor(crops, self.spec.preprocess)})[0]
+
+
+class ScoreModel(OnnxModel):
+    """A model that gives one float32 score per crop; subclasses read it off the raw output."""
+
+    def run(self, crops: list[np.ndarray]) -> np.ndarray:
+        if not crops:
+            return np.zeros(0, np.float32)
+        return self._scores(self._infer(crops)).astype(np.float32)
+
+    def _scores(self, outputs: np.ndarray) -> np.ndarray:
+        """One score per row of `outputs` (the first output; dim 0 is the batch)."""
+        raise NotImplementedError

@@ -12,9 +12,13 @@ import numpy as np
 
 from ufme_ray.config import UfmeSettings
 from ufme_ray.vision.detector import DetectedFace, FaceDetector
+from ufme_ray.vision.embedder import FaceEmbedder
 from ufme_ray.vision.errors import ImageError
 from ufme_ray.vision.gates import GateResult, ResolvedThresholds, evaluate_gates
 from ufme_ray.vision.image import DecodedImage, decode_image
+from ufme_ray.vision.liveness import LivenessEnsemble
+from ufme_ray.vision.morph import MorphModel
+from ufme_ray.vision.quality import QualityModel
 from ufme_ray.vision.registry import (
     ModelSpecs,
     load_detector,
@@ -23,7 +27,6 @@ from ufme_ray.vision.registry import (
     load_morph,
     load_quality,
 )
-from ufme_ray.vision.stages import Embedder, LivenessEnsemble, MorphModel, QualityModel
 
 
 @dataclass(frozen=True)
@@ -134,26 +137,17 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.clip(np.dot(a, b), -1.0, 1.0))
 
 
+@dataclass
 class Pipeline:
     """Every stage in one process. Thread-compatible, not thread-safe: one caller at a time."""
 
-    def __init__(
-        self,
-        settings: UfmeSettings,
-        thresholds: ResolvedThresholds,
-        detector: FaceDetector,
-        embedder: Embedder,
-        quality: QualityModel | None,
-        liveness: LivenessEnsemble | None,
-        morph: MorphModel | None,
-    ):
-        self.settings = settings
-        self.thresholds = thresholds
-        self.detector = detector
-        self.embedder = embedder
-        self.quality = quality
-        self.liveness = liveness
-        self.morph = morph
+    settings: UfmeSettings
+    thresholds: ResolvedThresholds
+    detector: FaceDetector
+    embedder: FaceEmbedder
+    quality: QualityModel | None
+    liveness: LivenessEnsemble | None
+    morph: MorphModel | None
 
     @classmethod
     def from_settings(cls, settings: UfmeSettings) -> "Pipeline":
@@ -169,6 +163,15 @@ class Pipeline:
             liveness=load_liveness(settings, specs),
             morph=load_morph(settings, specs),
         )
+
+    @property
+    def providers(self) -> dict[str, dict[str, list[str]]]:
+        """Stage -> model -> the execution providers its session got (configured stages only)."""
+        stages = {
+            "detector": self.detector, "quality": self.quality, "liveness": self.liveness,
+            "morph": self.morph, "embedder": self.embedder,
+        }
+        return {stage: model.providers for stage, model in stages.items() if model is not None}
 
     def decode(self, data: bytes) -> DecodedImage:
         return decode_image(data, self.settings.image)
@@ -240,5 +243,4 @@ class Comparison:
 class NoFaceError(ImageError):
     """The image decoded, but holds no face the detector accepts."""
 
-    http_status = 422
     code = "no_face"

@@ -8,11 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ufme_ray.config import UfmeSettings
+from ufme_ray.models.errors import UnknownModelError, VariantMissingError
+from ufme_ray.models.manifest import ModelManifest, ModelSpec, load_manifest, packaged_manifest
+from ufme_ray.models.variants import Precision, variant_name, with_local_variants
 from ufme_ray.vision.detector import FaceDetector
+from ufme_ray.vision.embedder import FaceEmbedder
 from ufme_ray.vision.gates import ResolvedThresholds
-from ufme_ray.vision.manifest import Manifest, ModelSpec, UnknownModelError, load_manifest, packaged_manifest
+from ufme_ray.vision.liveness import LivenessEnsemble, PadModel
+from ufme_ray.vision.morph import MorphModel
 from ufme_ray.vision.onnx_model import load_session
-from ufme_ray.vision.stages import Embedder, LivenessEnsemble, MorphModel, PadModel, QualityModel
+from ufme_ray.vision.quality import QualityModel
 
 DETECTOR_FAMILIES = {"yunet", "scrfd"}
 QUALITY_FAMILIES = {"lightqnet"}
@@ -21,16 +26,28 @@ MORPH_FAMILIES = {"onnx_mad"}
 EMBEDDER_FAMILIES = {"arcface"}
 
 
-def manifest_for(settings: UfmeSettings) -> Manifest:
-    """The packaged manifest, plus the models of `settings.model_manifest` if one is configured."""
+def manifest_for(settings: UfmeSettings) -> ModelManifest:
+    """The packaged manifest, plus the models of `settings.model_manifest` if one is configured,
+    plus the variants recorded in the model folder's models.local.yaml."""
     manifest = packaged_manifest()
-    if settings.model_manifest is None:
-        return manifest
-    extra = load_manifest(settings.model_manifest)
-    return Manifest(models={**manifest.models, **extra.models})
+    if settings.model_manifest is not None:
+        extra = load_manifest(settings.model_manifest)
+        manifest = ModelManifest(models={**manifest.models, **extra.models})
+    return with_local_variants(manifest, settings.model_dir)
 
 
-def _spec(manifest: Manifest, name: str, kind: str, families: set[str]) -> ModelSpec:
+def _at_precision(manifest: ModelManifest, name: str, precision: Precision, settings: UfmeSettings) -> str:
+    """The name of `name`'s variant at `precision`; never falls back to fp32 when it is missing."""
+    if precision == "fp32":
+        return name
+    manifest.get(name)  # an unknown base is an unknown model, not a missing variant
+    variant = variant_name(name, precision)
+    if variant not in manifest.models:
+        raise VariantMissingError(name, precision, settings.model_dir)
+    return variant
+
+
+def _spec(manifest: ModelManifest, name: str, kind: str, families: set[str]) -> ModelSpec:
     spec = manifest.get(name, kind)
     if spec.family not in families:
         raise UnknownModelError(
@@ -54,12 +71,16 @@ class ModelSpecs:
     def from_settings(cls, settings: UfmeSettings) -> "ModelSpecs":
         manifest = manifest_for(settings)
         choice = settings.models
+        # Only the detector and the embedder have int8 variants; the per-face gates stay fp32.
+        precision = settings.runtime.precision
         return cls(
-            detector=_spec(manifest, choice.detector, "detector", DETECTOR_FAMILIES),
+            detector=_spec(manifest, _at_precision(manifest, choice.detector, precision, settings), "detector",
+                           DETECTOR_FAMILIES),
             quality=_spec(manifest, choice.quality, "quality", QUALITY_FAMILIES) if choice.quality else None,
             liveness=[_spec(manifest, name, "liveness", LIVENESS_FAMILIES) for name in choice.liveness],
             morph=_spec(manifest, choice.morph, "morph", MORPH_FAMILIES) if choice.morph else None,
-            embedder=_spec(manifest, choice.embedder, "embedder", EMBEDDER_FAMILIES),
+            embedder=_spec(manifest, _at_precision(manifest, choice.embedder, precision, settings), "embedder",
+                           EMBEDDER_FAMILIES),
         )
 
     @property
@@ -105,5 +126,6 @@ def load_morph(settings: UfmeSettings, specs: ModelSpecs) -> MorphModel | None:
     return MorphModel(specs.morph, load_session(settings.model_dir, specs.morph, settings.runtime, dynamic_batch=True))
 
 
-def load_embedder(settings: UfmeSettings, specs: ModelSpecs) -> Embedder:
-    return Embedder(specs.embedder, load_session(settings.model_dir, specs.embedder, settings.runtime, dynamic_batch=True))
+def load_embedder(settings: UfmeSettings, specs: ModelSpecs) -> FaceEmbedder:
+    session = load_session(settings.model_dir, specs.embedder, settings.runtime, dynamic_batch=True)
+    return FaceEmbedder(specs.embedder, session)

@@ -13,9 +13,11 @@ from tests.unit.gallery.conftest import unit_vectors
 from ufme_ray.config import GallerySettings
 from ufme_ray.gallery.build import compact
 from ufme_ray.gallery.encryption import EncryptedObjectStore, EncryptionError, TemplateCipher
-from ufme_ray.gallery.log import delete_segments_through
-from ufme_ray.gallery.shard import Enrolment, Shard
-from ufme_ray.gallery.snapshot import epoch_prefix, read_current, read_manifest
+from ufme_ray.gallery.epochs import read_current, read_manifest
+from ufme_ray.gallery.log_segments import delete_segments_through
+from ufme_ray.gallery.manifest import epoch_prefix
+from ufme_ray.gallery.shard import Shard
+from ufme_ray.gallery.shard_types import Enrolment
 
 DIM = 32
 KEY_1, KEY_2 = os.urandom(32), os.urandom(32)

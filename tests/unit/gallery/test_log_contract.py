@@ -23,8 +23,8 @@ from ufme_ray.gallery.log import (
     InMemoryEventLog,
     InMemoryLogBackend,
     LogUnavailableError,
-    ObjectStoreEventLog,
 )
+from ufme_ray.gallery.object_log import ObjectStoreEventLog
 from ufme_ray.gallery.storage import ObjectStore, open_storage
 
 
@@ -238,7 +238,7 @@ class ObjectStoreLogContract(EventLogContract):
             import numpy as np
             from ufme_ray.config import LogSettings
             from ufme_ray.gallery.events import EnrolEvent
-            from ufme_ray.gallery.log import ObjectStoreEventLog
+            from ufme_ray.gallery.object_log import ObjectStoreEventLog
             from ufme_ray.gallery.storage import open_storage
             settings = LogSettings(group_commit_window_s=0.001)
             log = ObjectStoreEventLog.open(open_storage({self.store.uri!r}), 0, settings)

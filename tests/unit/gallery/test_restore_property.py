@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from ufme_ray.config import GallerySettings, LogSettings
 from ufme_ray.gallery.build import compact
-from ufme_ray.gallery.shard import Enrolment, Shard
+from ufme_ray.gallery.shard import Shard
+from ufme_ray.gallery.shard_types import Enrolment
 from ufme_ray.gallery.storage import open_storage
 
 DIM = 8

@@ -10,8 +10,10 @@ import pytest
 
 from ufme_ray.config import GallerySettings, IndexSettings, LogSettings
 from ufme_ray.gallery.build import ShardBuild, build_memory_bytes, build_snapshot, compact
+from ufme_ray.gallery.epochs import read_current
 from ufme_ray.gallery.index import IndexParams
-from ufme_ray.gallery.log import LogReader
+from ufme_ray.gallery.log_segments import LogReader
+from ufme_ray.gallery.manifest import Manifest, ShardSnapshotInfo
 from ufme_ray.gallery.retention import (
     abandoned_epochs,
     apply_retention,
@@ -19,8 +21,8 @@ from ufme_ray.gallery.retention import (
     list_epochs,
     plan_retention,
 )
-from ufme_ray.gallery.shard import Enrolment, Shard
-from ufme_ray.gallery.snapshot import Manifest, ShardSnapshotInfo, read_current
+from ufme_ray.gallery.shard import Shard
+from ufme_ray.gallery.shard_types import Enrolment
 from ufme_ray.gallery.storage import ObjectStore
 from tests.unit.gallery.conftest import unit_vectors
 

@@ -8,9 +8,11 @@ import pytest
 
 from ufme_ray.config import GallerySettings, IndexSettings, LogSettings
 from ufme_ray.gallery.build import compact
-from ufme_ray.gallery.log import CorruptSegmentError, InMemoryEventLog, delete_segments_through
+from ufme_ray.gallery.log import CorruptSegmentError, InMemoryEventLog
+from ufme_ray.gallery.log_segments import delete_segments_through
 from ufme_ray.gallery.routing import TEMPLATE_COUNTER_BITS, shard_for
-from ufme_ray.gallery.shard import Enrolment, Shard, WrongShardError
+from ufme_ray.gallery.shard import Shard
+from ufme_ray.gallery.shard_types import Enrolment, WrongShardError
 from ufme_ray.gallery.snapshot import ShardSnapshot
 from ufme_ray.gallery.storage import ObjectStore
 from tests.unit.gallery.conftest import face_like, unit_vectors

@@ -6,19 +6,10 @@ import numpy as np
 import pytest
 
 from ufme_ray.config import IndexSettings
+from ufme_ray.gallery.epochs import next_epoch, publish_current, read_current, read_manifest, write_manifest
 from ufme_ray.gallery.index import build_index
-from ufme_ray.gallery.snapshot import (
-    CorruptSnapshotError,
-    SnapshotRows,
-    load_shard_snapshot,
-    next_epoch,
-    part_key,
-    publish_current,
-    read_current,
-    read_manifest,
-    write_manifest,
-    write_shard_snapshot,
-)
+from ufme_ray.gallery.manifest import CorruptSnapshotError, part_key
+from ufme_ray.gallery.snapshot import SnapshotRows, load_shard_snapshot, write_shard_snapshot
 from ufme_ray.gallery.storage import ObjectStore
 from tests.unit.gallery.conftest import face_like
 

@@ -10,8 +10,9 @@ import numpy as np
 
 from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.encryption import open_configured_storage
-from ufme_ray.gallery.shard import Enrolment, Shard
-from ufme_ray.gallery.snapshot import epoch_prefix
+from ufme_ray.gallery.manifest import epoch_prefix
+from ufme_ray.gallery.shard import Shard
+from ufme_ray.gallery.shard_types import Enrolment
 from ufme_ray.gallery.storage import open_storage
 from ufme_ray.jobs.build import build_shard
 from tests.unit.gallery.conftest import unit_vectors

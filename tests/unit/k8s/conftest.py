@@ -1,21 +1,17 @@
-"""Fixtures for the Kubernetes side: rendered manifests, and a real HTTP server on 127.0.0.1 that
-answers the few API paths the client uses (there is no Kubernetes API server here)."""
+"""Fixtures for the Kubernetes side: rendered manifests, and a fake API server (tests/unit/fake_http.py)
+that answers the few API paths the client uses (there is no Kubernetes API server here)."""
 
 from __future__ import annotations
 
 import base64
-import json
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import yaml
 
+from tests.unit.fake_http import Answer, FakeServer, Recorded, serve
 from ufme_ray.k8s import render
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -24,95 +20,10 @@ CRD_DIR = SHARED_DIR / "kuberay-crds"
 TOKEN = "k8s-test-token"
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-case names
-    body: Any
-
-
-Answer = tuple[int, Any]
-Route = Callable[[Recorded], Answer]
-
-
-@dataclass
-class FakeServer:
-    """A threading HTTP server; `routes[(METHOD, path)]` answers (status, JSON body) or a callable."""
-
-    routes: dict[tuple[str, str], Answer | Route] = field(default_factory=dict)
-    requests: list[Recorded] = field(default_factory=list)
-    url: str = ""
-
-    def on(self, method: str, path: str, answer: Answer | Route) -> None:
-        self.routes[(method, path)] = answer
-
-    def sent(self, method: str | None = None, path_prefix: str = "") -> list[Recorded]:
-        return [r for r in self.requests if (method is None or r.method == method) and r.path.startswith(path_prefix)]
-
-
-def _handler(server: FakeServer):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _answer(self) -> None:
-            split = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw.decode()
-            path = unquote(split.path)
-            recorded = Recorded(self.command, path, parse_qs(split.query), {k.lower(): v for k, v in self.headers.items()}, body)
-            server.requests.append(recorded)
-            answer = server.routes.get((self.command, path))
-            if answer is None:
-                status, payload = 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                        "message": f"the server could not find the requested resource ({path})",
-                                        "reason": "NotFound", "code": 404}
-            else:
-                status, payload = answer(recorded) if callable(answer) else answer
-            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
-def _serve(name: str) -> Iterator[FakeServer]:
-    server = FakeServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
-    thread = threading.Thread(target=httpd.serve_forever, name=name, daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{httpd.server_port}"
-    try:
-        yield server
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-
-
 @pytest.fixture
 def fake_server() -> Iterator[FakeServer]:
     """Stands in for the Kubernetes API server."""
-    yield from _serve("fake-k8s-api")
-
-
-@pytest.fixture
-def fake_dashboard() -> Iterator[FakeServer]:
-    """Stands in for the Ray dashboard's job REST API (what JobSubmissionClient talks to)."""
-    yield from _serve("fake-ray-dashboard")
+    yield from serve("fake-k8s-api")
 
 
 def write_kubeconfig(path: Path, server_url: str, *, namespace: str = "ufme") -> Path:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 
 import pytest
 
-from tests.unit.k8s.conftest import FakeServer, echo_apply, secret, serve_discovery
+from tests.unit.fake_http import FakeServer, ray_job, serve_job_api
+from tests.unit.k8s.conftest import echo_apply, secret, serve_discovery
 from tests.unit.k8s.test_client import RS_PATH, path_of, rayservice_object, serve_status
 from ufme_ray.cli import main
 
@@ -76,28 +78,6 @@ def test_wait_ready(kubeconfig, fake_server, capsys):
 # --- compact -------------------------------------------------------------------------------------
 
 
-def _job(submission_id: str, status: str, entrypoint: str = "python -m ufme_ray.jobs.compact") -> dict:
-    return {
-        "type": "SUBMISSION", "job_id": None, "submission_id": submission_id, "driver_info": None, "status": status,
-        "entrypoint": entrypoint, "message": "", "error_type": None, "start_time": None, "end_time": None,
-        "metadata": {}, "runtime_env": {}, "driver_agent_http_address": None, "driver_node_id": None,
-        "driver_exit_code": None,
-    }
-
-
-def serve_dashboard(dashboard: FakeServer, jobs: list[dict]) -> None:
-    dashboard.on("GET", "/api/version", (200, {"version": "4", "ray_version": "2.60.0", "ray_commit": "test"}))
-    dashboard.on("GET", "/api/jobs/", lambda _: (200, jobs))
-
-    def submit(recorded):
-        job = _job(recorded.body["submission_id"], "PENDING", recorded.body["entrypoint"])
-        jobs.append(job)
-        dashboard.on("GET", f"/api/jobs/{job['submission_id']}", (200, job))
-        return 200, {"job_id": job["submission_id"], "submission_id": job["submission_id"]}
-
-    dashboard.on("POST", "/api/jobs/", submit)
-
-
 @pytest.fixture
 def compaction_env(monkeypatch):
     monkeypatch.setenv("UFME_STORAGE_URI", "s3://ufme-gallery/production?endpoint_override=s3.test:9000")
@@ -108,7 +88,7 @@ def compaction_env(monkeypatch):
 def test_compact_submits_the_jobs_entrypoint_with_the_services_settings(kubeconfig, fake_server, fake_dashboard, compaction_env, capsys):
     serve_status(fake_server)  # RayService Ready, serveConfigV2 num_shards 5
     fake_server.on("GET", "/api/v1/namespaces/ufme/secrets/ufme-ray-auth", (200, secret("ray-token-xyz")))
-    serve_dashboard(fake_dashboard, [])
+    serve_job_api(fake_dashboard, [])
     code = run("k8s", "compact", "--kubeconfig", str(kubeconfig), "--address", fake_dashboard.url, "--no-wait", "--slot", "20261121T10Z")
     assert code == 0, capsys.readouterr().err
     (post,) = fake_dashboard.sent("POST", "/api/jobs/")
@@ -130,10 +110,42 @@ def test_compact_submits_the_jobs_entrypoint_with_the_services_settings(kubeconf
 def test_compact_finds_the_slots_job_instead_of_starting_another(kubeconfig, fake_server, fake_dashboard, compaction_env, capsys):
     serve_status(fake_server)
     fake_server.on("GET", "/api/v1/namespaces/ufme/secrets/ufme-ray-auth", (200, secret("t")))
-    serve_dashboard(fake_dashboard, [_job("ufme-compact-20261121T10Z", "RUNNING")])
+    serve_job_api(fake_dashboard, [ray_job("ufme-compact-20261121T10Z", "RUNNING")])
     assert run("k8s", "compact", "--kubeconfig", str(kubeconfig), "--address", fake_dashboard.url, "--no-wait", "--slot", "20261121T10Z") == 0
     assert fake_dashboard.sent("POST") == []
     assert "found compaction job ufme-compact-20261121T10Z" in capsys.readouterr().out
+
+
+def test_compact_of_a_slot_that_already_ran_exits_3_and_compacts_nothing(fake_dashboard, compaction_env, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    serve_job_api(fake_dashboard, [ray_job("ufme-compact-20261121T10Z", "SUCCEEDED", end_time=1795259000000)])
+    argv = ("k8s", "compact", "--skip-status-check", "--address", fake_dashboard.url, "--shards", "2")
+    assert run(*argv, "--slot", "20261121T10Z") == 3
+    out, err = capsys.readouterr()
+    assert out == "" and fake_dashboard.sent("POST") == []
+    assert err.startswith("ufme-ray: error: the compaction of slot 20261121T10Z already ran: job ufme-compact-20261121T10Z ")
+    assert "ended SUCCEEDED at 2026-11-21 " in err and "nothing new was compacted" in err and "--now" in err
+    # --now compacts in a slot of its own (the UTC second) instead.
+    assert run(*argv, "--now", "--no-wait") == 0
+    (post,) = fake_dashboard.sent("POST", "/api/jobs/")
+    assert re.fullmatch(r"ufme-compact-\d{8}T\d{6}Z", post.body["submission_id"])
+
+
+def test_a_scheduled_retry_of_a_slot_whose_job_succeeded_is_done_not_failed(fake_dashboard, compaction_env, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    argv = ("k8s", "compact", "--skip-status-check", "--address", fake_dashboard.url, "--shards", "2", "--slot", "20261121T10Z")
+    serve_job_api(fake_dashboard, [ray_job("ufme-compact-20261121T10Z", "SUCCEEDED", end_time=1795259000000)])
+    assert run(*argv, "--scheduled") == 0
+    assert "already SUCCEEDED: the scheduled run is done" in capsys.readouterr().out
+    assert fake_dashboard.sent("POST") == []
+
+
+def test_a_scheduled_retry_of_a_slot_whose_job_failed_still_exits_3(fake_dashboard, compaction_env, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    argv = ("k8s", "compact", "--skip-status-check", "--address", fake_dashboard.url, "--shards", "2", "--slot", "20261121T10Z")
+    serve_job_api(fake_dashboard, [ray_job("ufme-compact-20261121T10Z", "FAILED", end_time=1795259000000)])
+    assert run(*argv, "--scheduled") == 3
+    assert "ended FAILED" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -145,7 +157,7 @@ def test_compact_finds_the_slots_job_instead_of_starting_another(kubeconfig, fak
 )
 def test_compact_refuses_while_the_service_is_not_ready_or_upgrading(kubeconfig, fake_server, fake_dashboard, compaction_env, capsys, rayservice, reason):
     serve_status(fake_server, rayservice=rayservice)
-    serve_dashboard(fake_dashboard, [])
+    serve_job_api(fake_dashboard, [])
     assert run("k8s", "compact", "--kubeconfig", str(kubeconfig), "--address", fake_dashboard.url, "--no-wait") == 1
     assert reason in capsys.readouterr().err
     assert fake_dashboard.requests == []

@@ -9,15 +9,16 @@ import time
 
 import pytest
 
-from tests.unit.k8s.conftest import TOKEN, FakeServer, echo_apply, secret, serve_discovery, write_kubeconfig
+from tests.unit.fake_http import FakeServer
+from tests.unit.k8s.conftest import TOKEN, echo_apply, secret, serve_discovery, write_kubeconfig
 from ufme_ray.k8s.client import FIELD_MANAGER, RAYCLUSTER_PLACEHOLDER, K8sClient
 from ufme_ray.k8s.errors import (
-    ApiError,
     ApplyConflictError,
     ClusterUnreachableError,
     CrdMissingError,
+    K8sObjectNotFoundError,
+    KubernetesApiError,
     NotReadyError,
-    ObjectNotFoundError,
 )
 
 RS_PATH = "/apis/ray.io/v1/namespaces/ufme/rayservices/ufme"
@@ -223,7 +224,7 @@ def test_forbidden_names_rbac(client, fake_server):
     serve_discovery(fake_server)
     fake_server.on("GET", RS_PATH, (403, {"kind": "Status", "code": 403, "reason": "Forbidden",
                                            "message": 'rayservices.ray.io "ufme" is forbidden: User "ci" cannot get resource'}))
-    with pytest.raises(ApiError, match="HTTP 403.*forbidden.*RBAC"):
+    with pytest.raises(KubernetesApiError, match="HTTP 403.*forbidden.*RBAC"):
         client.get_rayservice()
 
 
@@ -267,7 +268,7 @@ def test_status_not_ready_while_a_shard_pod_is_missing(client, fake_server):
 
 def test_status_of_a_missing_rayservice(client, fake_server):
     serve_discovery(fake_server)  # CRDs served, object absent: a 404 on the object
-    with pytest.raises(ObjectNotFoundError, match="ufme-ray k8s apply"):
+    with pytest.raises(K8sObjectNotFoundError, match="ufme-ray k8s apply"):
         client.status()
 
 

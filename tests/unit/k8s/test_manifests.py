@@ -13,7 +13,7 @@ from tests.unit.k8s.conftest import REPO_ROOT
 from ufme_ray.config import UfmeSettings
 from ufme_ray.k8s import render
 from ufme_ray.k8s.errors import RenderError
-from ufme_ray.serving.app import AppArgs
+from ufme_ray.serve_config import app_args
 
 ENVS = ("staging", "production")
 SHARDS = {"staging": 2, "production": 5}
@@ -79,9 +79,9 @@ def test_overlay_serve_config_loads_into_ray_and_the_app_models(rendered, env, m
     monkeypatch.delenv("UFME_GALLERY__NUM_SHARDS", raising=False)
     config = yaml.safe_load(one(rendered[env], "RayService", "ufme")["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(config)  # what `serve deploy` / KubeRay send to the dashboard
-    args = AppArgs.model_validate(ufme_app(config)["args"])
+    args = app_args(config)
     settings = UfmeSettings.load(**args.settings)
-    assert settings.gallery.num_shards == SHARDS[env]
+    assert settings.gallery.num_shards == args.num_shards == SHARDS[env]
     assert args.shard_resources == {"ufme_shard": 1.0}
 
 
@@ -157,7 +157,7 @@ def _custom_resources(ray_start_params):
 @pytest.mark.parametrize("env", ENVS)
 def test_shard_actors_can_only_land_on_shard_pods_one_per_pod(rendered, env):
     rayservice = one(rendered[env], "RayService")
-    args = AppArgs.model_validate(ufme_app(yaml.safe_load(rayservice["spec"]["serveConfigV2"]))["args"])
+    args = app_args(rayservice["spec"]["serveConfigV2"])
     by_name = groups(rayservice)
     shard = by_name["shard"]
     assert _custom_resources(shard["rayStartParams"]) == {"ufme_shard": 1}

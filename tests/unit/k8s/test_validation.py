@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.k8s import schema_check
 from tests.unit.k8s.conftest import CRD_DIR
-from ufme_ray.k8s.client import KINDS
+from ufme_ray.k8s.kinds import KINDS
 
 ENVS = ("staging", "production")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ufme_ray.proving.bad_input import BadInputReport, Outcome, format_tables
-from ufme_ray.proving.gallery_state import GalleryFingerprint, KnownSubjects
-from ufme_ray.proving.openapi_fuzz import FuzzSummary, count_events, route_template
+from proving.bad_input import BadInputReport, Outcome, format_tables
+from proving.gallery_state import GalleryFingerprint, KnownSubjects
+from proving.openapi_fuzz import FuzzSummary, count_events, route_template
 
 GALLERY = GalleryFingerprint(((0, 5, 9), (1, 4, 7)), (("bi-known-id01", ((11, 0.6, 1.0),)),))
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from PIL import Image
 
+from proving import hostile_images as hi
+from proving.bad_input import build_request
+from proving.hostile import DELETE_SUBJECT, ENROL, HOSTILE_SUBJECT_IDS, HostileCase, HostileCorpus
 from ufme_ray.config import ImageLimits
-from ufme_ray.proving import hostile_images as hi
-from ufme_ray.proving.bad_input import build_request
-from ufme_ray.proving.hostile import DELETE_SUBJECT, ENROL, HOSTILE_SUBJECT_IDS, HostileCase, HostileCorpus
 from ufme_ray.serving.api.schemas import SUBJECT_ID_PATTERN
 from ufme_ray.vision.errors import ImageError, ImageTooLargeError
 from ufme_ray.vision.image import decode_image

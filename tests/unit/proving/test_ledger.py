@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from ufme_ray.proving.ledger import Ledger
+from proving.ledger import Ledger
 
 PHOTOS = [Path(f"/faces/p{i}.jpg") for i in range(3)]
 

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from ufme_ray.proving.load_material import Photo
-from ufme_ray.proving.load_stats import SKIPPED, Result, endpoint_stats, kind
-from ufme_ray.proving.load_subjects import LoadSubjects
-from ufme_ray.proving.memory import max_growth, memory_growth
+from proving.load_material import Photo
+from proving.load_stats import SKIPPED, Result, endpoint_stats, kind
+from proving.load_subjects import LoadSubjects
+from proving.memory import max_growth, memory_growth
 
 
 @pytest.mark.parametrize("operation, outcome, expected", [

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from ufme_ray.config import UfmeSettings
+from ufme_ray.models.manifest import packaged_manifest
 from ufme_ray.vision.detector import FaceDetector
-from ufme_ray.vision.manifest import packaged_manifest
+from ufme_ray.vision.image import read_image_file
 from ufme_ray.vision.onnx_model import load_session
 from ufme_ray.vision.pipeline import Pipeline
 
@@ -29,8 +30,9 @@ def detector(request, settings: UfmeSettings) -> FaceDetector:
     return FaceDetector(spec, load_session(settings.model_dir, spec, settings.runtime), settings.detection, spec.default_threshold)
 
 
-def read(path: Path) -> bytes:
-    return path.read_bytes()
+def main_face(pipeline: Pipeline, path: Path):
+    """The main face's analysis of the photo at `path`."""
+    return pipeline.analyze_decoded([read_image_file(str(path), pipeline.settings.image)])[0].main_face()
 
 
 def single_identity_photos(faces_dir: Path) -> list[Path]:
@@ -44,6 +46,5 @@ def single_identity_photos(faces_dir: Path) -> list[Path]:
 def decoded_photos(faces_dir: Path) -> list[tuple[Path, np.ndarray]]:
     """Every single-identity photo decoded once for the session (the high-resolution ones are slow)."""
     from ufme_ray.config import ImageLimits
-    from ufme_ray.vision.image import read_image_file
 
     return [(path, read_image_file(str(path), ImageLimits()).bgr) for path in single_identity_photos(faces_dir)]

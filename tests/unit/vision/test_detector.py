@@ -74,8 +74,8 @@ def test_boxes_map_back_to_original_pixels(detector, faces_dir: Path):
 
 def test_yunet_and_scrfd_agree(settings, faces_dir: Path):
     """Two independent decoders on the same photos: boxes overlap and landmarks nearly coincide."""
+    from ufme_ray.models.manifest import packaged_manifest
     from ufme_ray.vision.detector import FaceDetector
-    from ufme_ray.vision.manifest import packaged_manifest
     from ufme_ray.vision.onnx_model import load_session
 
     def make(name):
@@ -100,7 +100,7 @@ def test_min_face_size(settings, faces_dir: Path):
     from ufme_ray.vision.detector import FaceDetector
 
     image = read_image_file(str(faces_dir / "deepface/_multi_face/selfie-many-people.jpg"), LIMITS).bgr
-    from ufme_ray.vision.manifest import packaged_manifest
+    from ufme_ray.models.manifest import packaged_manifest
     from ufme_ray.vision.onnx_model import load_session
 
     spec = packaged_manifest().get("yunet_2023mar")

@@ -108,7 +108,7 @@ def test_empty_bytes():
 def test_non_images_are_unsupported(data):
     with pytest.raises(UnsupportedImageError) as excinfo:
         decode_image(data, LIMITS)
-    assert excinfo.value.http_status == 415
+    assert excinfo.value.code == "unsupported_image_type"
 
 
 def test_gif_is_unsupported(face_jpeg):
@@ -123,7 +123,7 @@ def test_truncated_jpeg(face_jpeg):
     with pytest.raises(CorruptImageError) as excinfo:
         decode_image(face_jpeg[: len(face_jpeg) // 2], LIMITS)
     assert "truncated" in excinfo.value.message
-    assert excinfo.value.http_status == 400
+    assert excinfo.value.code == "corrupt_image"
 
 
 def test_truncated_png(face_jpeg):
@@ -140,7 +140,7 @@ def test_jpeg_signature_with_garbage_body():
 def test_byte_limit(face_jpeg):
     with pytest.raises(ImageTooLargeError) as excinfo:
         decode_image(face_jpeg, ImageLimits(max_bytes=len(face_jpeg) - 1))
-    assert excinfo.value.http_status == 413
+    assert excinfo.value.code == "image_too_large"
 
 
 def test_declared_pixels_refused_before_decoding():

@@ -1,43 +1,68 @@
-"""Auth (API key -> principal -> role check) and the audit wrapper, declared once per router."""
+"""The gateway's services as typed FastAPI dependencies; auth (key -> principal -> role) and the
+audit wrapper, declared once per router."""
 
 # No `from __future__ import annotations` here: `require` returns a closure that cloudpickle ships
 # by value to the Serve replica with only the globals its code names, so string annotations
 # could not be resolved there and FastAPI would take `request` for a query parameter.
 import time
 import uuid
-from typing import Awaitable, Callable, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Awaitable, Callable, TypeVar
 
 from fastapi import Depends, Request
 
 from ufme_ray.audit import AuditRecord
-from ufme_ray.serving.api.errors import ApiError
-from ufme_ray.serving.auth import AuthError, Principal, authorize
-from ufme_ray.serving.searcher import GalleryUnavailableError
-from ufme_ray.vision.errors import ImageError
+from ufme_ray.config import UfmeSettings
+from ufme_ray.orchestration.audit_trail import AuditTrail
+from ufme_ray.orchestration.demo import DemoLoader
+from ufme_ray.orchestration.engine import Engine
+from ufme_ray.serving.api.errors import ApiError, status_for
+from ufme_ray.serving.auth import AuthError, KeyStore, Principal, authorize
+from ufme_ray.serving.metrics import ServiceMetrics
 
 Result = TypeVar("Result")
 
 
+@dataclass(frozen=True)
+class Services:
+    """What one gateway replica serves requests with."""
+
+    settings: UfmeSettings
+    engine: Engine
+    audit: AuditTrail
+    keys: KeyStore
+    demo: DemoLoader
+    metrics: ServiceMetrics
+
+
 # Serve runs a deserialized copy of the FastAPI app, created after the Gateway's constructor, so
 # the constructor cannot reach that app's state; a replica is one process, so it installs its
-# Engine here instead.
-_installed_engine = None
+# services here instead.
+_installed: Services | None = None
 
 
-def install_engine(engine) -> None:
-    global _installed_engine
-    _installed_engine = engine
+def install_services(services: Services) -> None:
+    global _installed
+    _installed = services
 
 
-def current_engine():
-    if _installed_engine is None:
+def installed_services() -> Services | None:
+    return _installed
+
+
+def get_services() -> Services:
+    """The replica's services (see `install_services`); tests may override this dependency."""
+    if _installed is None:
         raise ApiError(503, "not_ready", "the gateway is starting")
-    return _installed_engine
+    return _installed
 
 
-def get_engine():
-    """The replica's Engine (see `install_engine`); tests may override this dependency."""
-    return current_engine()
+def get_engine(services: Annotated[Services, Depends(get_services)]) -> Engine:
+    return services.engine
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
 def presented_key(request: Request) -> str | None:
@@ -50,9 +75,9 @@ def presented_key(request: Request) -> str | None:
 def require(group: str) -> Callable:
     """A dependency: the caller's key must hold a role granted `group` (401 / 403 otherwise)."""
 
-    async def check(request: Request, engine=Depends(get_engine)) -> Principal:
+    async def check(request: Request, services: Services = Depends(get_services)) -> Principal:
         try:
-            principal = engine.keys.authenticate(presented_key(request))
+            principal = services.keys.authenticate(presented_key(request))
             authorize(principal, group)
         except AuthError as exc:
             raise ApiError(exc.status, exc.code, exc.message) from None
@@ -69,7 +94,7 @@ def request_id(request: Request) -> str:
 
 async def audited(
     request: Request,
-    engine,
+    services: Services,
     operation: str,
     action: Callable[[], Awaitable[Result]],
     *,
@@ -83,16 +108,19 @@ async def audited(
         "key_id": principal.key_id,
         "operation": operation,
         "subject_ids": list(subject_ids or []),
-        "thresholds": engine.thresholds.as_dict(),
+        "thresholds": services.engine.thresholds.as_dict(),
         "client": request.client.host if request.client else None,
     }
     try:
         result = await action()
-    except (ApiError, ImageError, GalleryUnavailableError) as exc:
-        status = getattr(exc, "status", None) or getattr(exc, "http_status", None) or 503
-        await engine.audit(AuditRecord(time=time.time(), outcome=str(status), detail=getattr(exc, "code", "not_ready"), **record))
+    except Exception as exc:
+        status = status_for(exc)
+        if status == 500:
+            raise  # unexpected: the error handler logs it
+        code = getattr(exc, "code", "refused")
+        await services.audit.record(AuditRecord(time=time.time(), outcome=str(status), detail=code, **record))
         raise
     extra = summarize(result) if summarize is not None else {}
     record["subject_ids"] = sorted(set(record["subject_ids"]) | set(extra.pop("subject_ids", [])))
-    await engine.audit(AuditRecord(time=time.time(), outcome="200", **record, **extra))
+    await services.audit.record(AuditRecord(time=time.time(), outcome="200", **record, **extra))
     return result

@@ -1,4 +1,7 @@
-"""Every error leaves as JSON {"error": {"code", "message"}} with the status that names its cause."""
+"""Every error leaves as JSON {"error": {"code", "message"}} with the status that names its cause.
+
+The only place that maps the domain's refusals (orchestration, vision, auth) to HTTP statuses.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +12,44 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ufme_ray.serving.searcher import GalleryUnavailableError
-from ufme_ray.vision.errors import ImageError
+from ufme_ray.orchestration import errors as domain
+from ufme_ray.serving.api.presenters import face_out
+from ufme_ray.serving.auth import AuthError
+from ufme_ray.vision import errors as vision
+from ufme_ray.vision.pipeline import NoFaceError
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
 
+# Most specific class first: the first match decides.
+STATUS = (
+    (domain.GateRejectedError, 422),
+    (domain.DuplicateFaceError, 409),
+    (domain.UnknownSubjectError, 404),
+    (domain.GalleryUnavailableError, 503),
+    (domain.AuditUnavailableError, 503),
+    (domain.DomainError, 422),
+    (NoFaceError, 422),
+    (vision.UnsupportedImageError, 415),
+    (vision.ImageTooLargeError, 413),
+    (vision.ImageError, 400),
+)
+
 
 class ApiError(Exception):
-    """A refusal with a stable code; raised by the engine and the routers."""
+    """A refusal of the request itself (its encoding, size or fields), raised by the HTTP layer."""
 
     def __init__(self, status: int, code: str, message: str, details: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def not_found(subject_id: str) -> ApiError:
-    return ApiError(404, "unknown_subject", f"subject {subject_id!r} is not enrolled")
+def status_for(exc: BaseException) -> int:
+    """The HTTP status an exception leaves as; 500 for anything unexpected."""
+    if isinstance(exc, (ApiError, AuthError)):
+        return exc.status
+    return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None, headers: dict | None = None):
@@ -41,13 +64,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api(_: Request, exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details)
 
-    @app.exception_handler(ImageError)
-    async def _image(_: Request, exc: ImageError):
-        return error_response(exc.http_status, exc.code, exc.message)
+    @app.exception_handler(domain.DomainError)
+    async def _domain(_: Request, exc: domain.DomainError):
+        status = status_for(exc)
+        details = exc.details
+        if isinstance(exc, domain.GateRejectedError):
+            details = {"face": face_out(exc.face, exc.enforced).model_dump(), "failed_gates": exc.failed}
+        # A refusal raised in another replica arrives wrapped by Ray, whose str() is a traceback:
+        # the message attribute is the cause's own.
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        return error_response(status, exc.code, exc.message, details, headers)
 
-    @app.exception_handler(GalleryUnavailableError)
-    async def _unavailable(_: Request, exc: GalleryUnavailableError):
-        return error_response(503, "not_ready", str(exc), headers={"Retry-After": str(RETRY_AFTER_S)})
+    @app.exception_handler(vision.ImageError)
+    async def _image(_: Request, exc: vision.ImageError):
+        return error_response(status_for(exc), exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@_-]{0,127}$"
+from ufme_ray.gallery.ids import SUBJECT_ID_PATTERN
 
 
 class _In(BaseModel):

@@ -1,0 +1,124 @@
+"""`ufme-ray up | down | demo`: the service on a (by default local) Ray cluster; the sequence itself
+is `ufme_ray.cluster.provision`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ufme_ray.cli.common import EXIT_OK, UsageError, load_settings, say
+from ufme_ray.cluster import cluster_temp_dir
+from ufme_ray.cluster.provision import LocalHead
+from ufme_ray.client import UfmeClient, find_api_key
+
+
+class _Progress:
+    """Provisioning lines on stdout; a tqdm bar on stderr while waiting for /ready."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm | None = None
+
+    def line(self, text: str) -> None:
+        self.close()
+        say(text)
+
+    def waiting(self, last: str) -> None:
+        if self._bar is None:
+            self._bar = tqdm(desc="waiting for /ready", unit="s", bar_format="{desc}: {elapsed} {postfix}")
+        self._bar.set_postfix_str(last[:60])
+        self._bar.update()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ufme_ray.cluster import provision
+
+    progress = _Progress()
+    try:
+        provision.up(
+            load_settings(args),
+            serve_config=args.serve_config,
+            address=args.address,
+            head=LocalHead(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LocalHead)}),
+            port=args.port,
+            shards=args.shards,
+            timeout_s=args.timeout_s,
+            report=progress.line,
+            on_wait=progress.waiting,
+        )
+    finally:
+        progress.close()
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from ufme_ray.cluster import provision
+
+    provision.down(address=args.address, head=LocalHead(dashboard_port=args.dashboard_port, temp_dir=args.temp_dir), report=say)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    folder = Path(args.folder or settings.demo_dir or "")
+    if not folder.is_dir():
+        raise UsageError(f"demo folder {folder} not found: pass --folder or set UFME_DEMO_DIR")
+    subjects = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    enrolled = templates = 0
+    skipped: list[dict] = []
+    with UfmeClient(args.url, find_api_key(settings)) as client, tqdm(total=len(subjects), desc="demo gallery", unit="subject") as bar:
+        for start in range(0, len(subjects), args.chunk):
+            chunk = subjects[start : start + args.chunk]
+            report = client.demo_load(folder=str(folder.resolve()), subjects=chunk, images_per_subject=args.images_per_subject)
+            enrolled += report["subjects_enrolled"]
+            templates += report["templates_enrolled"]
+            skipped += report["skipped"]
+            bar.update(len(chunk))
+        print(f"enrolled {enrolled} subjects ({templates} templates) from {folder}; {len(skipped)} photos skipped")
+        probe = next((p for s in subjects for p in sorted((folder / s).iterdir())[args.images_per_subject:][:1]), None)
+        if probe is not None:
+            answer = client.identify(probe, top_k=3)
+            decision = answer["faces"][0]["decision"] if answer["faces"] else "no face"
+            print(f"identify {probe.parent.name}/{probe.name}: {decision}")
+    return EXIT_OK
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    up = commands.add_parser("up", help="start (or use) a Ray cluster, deploy the service, wait until ready")
+    up.add_argument("--address", help="dashboard URL of an existing cluster (default: start a local head)")
+    up.add_argument("--serve-config", type=Path, help="Serve config (default: ./serve_config.yaml)")
+    up.add_argument("--num-cpus", type=int, help="CPUs of the local head (default: all)")
+    up.add_argument("--shards", type=int, help="number of gallery shards (default: the serve config's)")
+    up.add_argument("--port", type=int, default=8000, help="HTTP port of the service")
+    up.add_argument("--gcs-port", type=int, default=LocalHead.gcs_port, help="GCS port of the local head (one per local cluster)")
+    up.add_argument("--dashboard-port", type=int, default=LocalHead.dashboard_port)
+    up.add_argument("--metrics-port", type=int, default=LocalHead.metrics_port, help="Prometheus metrics port of the local node")
+    up.add_argument(
+        "--agent-port", type=int, default=LocalHead.agent_port, help="dashboard agent port of the local node (runs jobs)"
+    )
+    up.add_argument("--timeout-s", type=float, default=600)
+    up.add_argument(
+        "--temp-dir", type=Path, default=cluster_temp_dir(),
+        help="Ray temp folder of the local head; one per local cluster (default: UFME_RAY_TEMP_DIR or /tmp/ufme-ray)",
+    )
+    up.set_defaults(handler=cmd_up)
+
+    down = commands.add_parser("down", help="remove the service (and stop the local Ray started by `up`)")
+    down.add_argument("--address", help="dashboard URL of an existing cluster (default: the local head)")
+    down.add_argument("--dashboard-port", type=int, default=LocalHead.dashboard_port)
+    down.add_argument("--temp-dir", type=Path, default=cluster_temp_dir(), help="Ray temp folder of the local head `up` started")
+    down.set_defaults(handler=cmd_down)
+
+    demo = commands.add_parser("demo", help="load the demo gallery (progress bar) and run one identify")
+    demo.add_argument("--url", default="http://127.0.0.1:8000")
+    demo.add_argument("--folder", help="<subject>/<image> photo folder (default: UFME_DEMO_DIR)")
+    demo.add_argument("--images-per-subject", type=int, default=1)
+    demo.add_argument("--chunk", type=int, default=10, help="subjects per request")
+    demo.set_defaults(handler=cmd_demo)

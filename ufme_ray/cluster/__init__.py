@@ -1,0 +1,220 @@
+"""Driving a Ray cluster from outside: token auth, starting and stopping a local head, deploying
+the Serve config through the dashboard, waiting for readiness. `provision` strings these together
+into `ufme-ray up` / `down`.
+
+Ray >= 2.59 turns token authentication on for new local clusters. `ufme-ray up` makes that
+explicit: it generates the token (`~/.ray/auth_token`), starts the head with RAY_AUTH_MODE=token,
+and every client (this package, `serve`, `ray job`) must run with RAY_AUTH_MODE=token too.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+from ufme_ray.config import deep_merge
+from ufme_ray.serve_config import APP_NAME
+
+AUTH_ENV = {"RAY_AUTH_MODE": "token"}
+DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
+# Its own Ray temp folder: Ray resolves "the local cluster" (for job drivers too) through
+# <temp>/ray_current_cluster, so sharing /tmp/ray with another local cluster mixes them up.
+LOCAL_TEMP_DIR = Path("/tmp/ufme-ray")
+
+
+def cluster_temp_dir() -> Path:
+    """The Ray temp folder of the cluster `ufme-ray up` starts: UFME_RAY_TEMP_DIR or /tmp/ufme-ray."""
+    return Path(os.environ.get("UFME_RAY_TEMP_DIR", LOCAL_TEMP_DIR))
+
+
+class ClusterError(RuntimeError):
+    """A cluster operation failed; the message says which and why."""
+
+
+def _ray_cli() -> str:
+    found = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if found is None:
+        raise ClusterError("the `ray` command is not installed in this environment")
+    return found
+
+
+def auth_env() -> dict[str, str]:
+    """os.environ plus RAY_AUTH_MODE=token, for subprocesses that talk to the cluster."""
+    return {**os.environ, **AUTH_ENV}
+
+
+def ensure_auth_token() -> str:
+    """The cluster token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), generated if absent."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", DEFAULT_TOKEN_PATH))
+    if not path.exists():
+        subprocess.run([_ray_cli(), "get-auth-token", "--generate"], check=True, capture_output=True, env=auth_env())
+    token = path.read_text().strip()
+    if not token:
+        raise ClusterError(f"the Ray auth token file {path} is empty")
+    return token
+
+
+def start_local_head(
+    *, num_cpus: int | None, gcs_port: int, dashboard_port: int, metrics_port: int, agent_port: int,
+    temp_dir: Path | None = None,
+) -> None:
+    """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default).
+
+    The dashboard agent (which runs submitted jobs) gets its own port instead of Ray's fixed
+    default 52365, so another local cluster (a test session) can still run jobs beside this one.
+    """
+    _check_port_free(gcs_port, "--gcs-port")
+    _check_port_free(dashboard_port, "--dashboard-port")
+    command = [
+        _ray_cli(), "start", "--head", "--disable-usage-stats", f"--port={gcs_port}",
+        f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", f"--metrics-export-port={metrics_port}",
+        f"--dashboard-agent-listen-port={agent_port}",
+    ]
+    if num_cpus is not None:
+        command.append(f"--num-cpus={num_cpus}")
+    if temp_dir is not None:
+        command.append(f"--temp-dir={temp_dir}")
+    result = subprocess.run(command, capture_output=True, text=True, env=auth_env())
+    if result.returncode != 0:
+        raise ClusterError(f"`ray start --head` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+def cluster_processes(temp_dir: Path) -> list[psutil.Process]:
+    """The processes of the local cluster whose Ray temp folder is `temp_dir`, with their children.
+
+    The head's own processes (GCS, raylet, dashboard, monitors) name the temp folder on their
+    command line; workers and agents are the raylet's children.
+    """
+    folder = str(temp_dir.resolve())
+    ours = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # whoever asked is not the cluster
+    roots = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.pid not in ours and any(_names_folder(part, folder) for part in process.info["cmdline"] or ()):
+            roots.append(process)
+    found: dict[int, psutil.Process] = {}
+    for root in roots:
+        for process in [root, *_children(root)]:
+            found[process.pid] = process
+    return list(found.values())
+
+
+def _names_folder(argument: str, folder: str) -> bool:
+    """`--temp-dir=/tmp/x`, `/tmp/x` or a path inside it; not `/tmp/x-other`."""
+    return argument == folder or argument.endswith("=" + folder) or f"{folder}/" in argument
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _check_port_free(port: int, flag: str) -> None:
+    """`ray start` on a taken GCS port joins that cluster's storage and fails with a confusing
+    session-name assertion: say plainly what is wrong instead."""
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise ClusterError(f"port {port} is in use (another Ray cluster?): pick another with {flag}")
+
+
+def stop_local_ray(temp_dir: Path, *, grace_s: float = 10.0) -> int:
+    """Stop the local cluster started with `temp_dir` (not `ray stop`, which stops every Ray on
+    the machine: a test session or another cluster beside it would die too). Returns how many
+    processes were stopped."""
+    processes = cluster_processes(temp_dir)
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+    return len(processes)
+
+
+class DashboardClient:
+    """The Serve REST API of a cluster's dashboard (what `serve deploy` and `serve status` use)."""
+
+    def __init__(self, address: str, token: str | None, *, timeout_s: float = 30.0):
+        self.address = address.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.address, headers=headers, timeout=timeout_s)
+
+    def _check(self, response: httpx.Response, action: str) -> httpx.Response:
+        if response.status_code == 401:
+            raise ClusterError(
+                f"{action}: the cluster at {self.address} refused the auth token (set RAY_AUTH_MODE=token and "
+                "use the token the cluster was started with)"
+            )
+        if response.status_code >= 400:
+            raise ClusterError(f"{action}: HTTP {response.status_code} from {self.address}: {response.text[:1000]}")
+        return response
+
+    def reachable(self) -> bool:
+        try:
+            self._http.get("/api/version")
+            return True
+        except httpx.HTTPError:
+            return False
+
+    def deploy(self, config: dict[str, Any]) -> None:
+        try:
+            self._check(self._http.put("/api/serve/applications/", json=config), "deploy")
+        except httpx.HTTPError as exc:
+            raise ClusterError(f"deploy: cannot reach the dashboard at {self.address}: {exc}") from exc
+
+    def applications(self) -> dict[str, Any]:
+        return self._check(self._http.get("/api/serve/applications/"), "status").json()
+
+    def shutdown(self) -> None:
+        self._check(self._http.delete("/api/serve/applications/"), "shutdown")
+
+
+def render_serve_config(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """serve_config.yaml with `settings` merged into the ufme application's args.settings."""
+    config = yaml.safe_load(path.read_text())
+    rendered = copy.deepcopy(config)
+    for app in rendered["applications"]:
+        if app["name"] == APP_NAME:
+            args = app.setdefault("args", {})
+            args["settings"] = deep_merge(args.get("settings", {}), settings)
+    return rendered
+
+
+def wait_until_ready(url: str, *, timeout_s: float, on_wait=None) -> dict:
+    """Poll GET {url}/ready until 200; returns its body. Raises ClusterError with the last answer."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/ready", timeout=10)
+            if response.status_code == 200:
+                return response.json()
+            last = f"HTTP {response.status_code}: {response.text[:300]}"
+            if response.status_code == 500:  # the app answered with a bug, not "not yet": waiting won't help
+                raise ClusterError(f"the service at {url} fails its readiness check: {last}")
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if on_wait is not None:
+            on_wait(last)
+        time.sleep(1.0)
+    raise ClusterError(f"the service at {url} was not ready after {timeout_s:.0f} s (last: {last})")

@@ -1,0 +1,133 @@
+"""`ufme-ray up` / `down`: the whole sequence that puts the service on a Ray cluster and takes it off.
+
+up: the data folder and its secrets (API keys file, admin key, audit subject key), the Serve config
+rendered with this machine's paths, the cluster token, a local head unless an address is given,
+the deploy through the dashboard, then GET /ready. down: the Serve applications removed, the local
+head (only its own temp folder's processes) stopped. Progress goes to a callback, one line a step.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ufme_ray import cluster
+from ufme_ray.client import ADMIN_KEY_FILE, KEYS_FILE
+from ufme_ray.config import ConfigError, UfmeSettings
+from ufme_ray.serving.auth import add_key_to_file, write_secret_file
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LocalHead:
+    """The local Ray head `up` starts (and `down` stops) when no cluster address is given."""
+
+    num_cpus: int | None = None  # None: all of them
+    gcs_port: int = 6379
+    dashboard_port: int = 8265
+    metrics_port: int = 8080  # what Prometheus scrapes
+    agent_port: int = 52366  # not Ray's default 52365, so a test cluster beside it can run jobs too
+    temp_dir: Path = field(default_factory=cluster.cluster_temp_dir)
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+
+def find_serve_config(given: Path | None) -> Path:
+    """`given`, else ./serve_config.yaml, else the checkout's. Raises ConfigError if none exists."""
+    candidates = [given] if given else [Path("serve_config.yaml"), Path(__file__).resolve().parents[2] / "serve_config.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"serve config not found (looked at {', '.join(map(str, candidates))}); pass --serve-config")
+
+
+def service_settings(settings: UfmeSettings, *, shards: int | None, report: Report) -> dict[str, Any]:
+    """The Serve app's settings overrides: absolute paths of this machine, and the data folder's
+    secrets, created on the first `up` (the admin key is reported once, then only stored)."""
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    overrides: dict[str, Any] = {
+        "model_dir": str(Path(settings.model_dir).resolve()),
+        "data_dir": str(data_dir),
+        "storage_uri": settings.resolved_storage_uri,
+    }
+    if settings.demo_dir is not None:
+        overrides["demo_dir"] = str(settings.demo_dir.resolve())
+    if shards is not None:
+        overrides["gallery"] = {"num_shards": shards}
+    keys_file = Path(settings.auth.keys_file or data_dir / KEYS_FILE).resolve()
+    overrides["auth"] = {"keys_file": str(keys_file)}
+    audit_key_file = data_dir / "audit-subject.key"
+    if settings.audit.subject_key is None and settings.audit.subject_key_file is None:
+        if not audit_key_file.exists():
+            write_secret_file(audit_key_file, base64.b64encode(os.urandom(32)).decode())
+        overrides["audit"] = {"subject_key_file": str(audit_key_file)}
+    admin_key_file = data_dir / ADMIN_KEY_FILE
+    if not admin_key_file.exists():
+        key = add_key_to_file(keys_file, "admin", "admin")
+        write_secret_file(admin_key_file, key)
+        report(f"created the admin API key (shown once; stored for the CLI in {admin_key_file}, mode 0600):\n  {key}")
+    return overrides
+
+
+def up(
+    settings: UfmeSettings,
+    *,
+    serve_config: Path | None = None,
+    head: LocalHead,
+    address: str | None = None,
+    port: int = 8000,
+    shards: int | None = None,
+    timeout_s: float = 600,
+    report: Report,
+    on_wait: Report | None = None,
+) -> str:
+    """Deploy the service on the cluster at `address` (default: a new local head) and wait until
+    it is ready; returns its URL. `on_wait` gets the last readiness answer once a poll.
+
+    Raises ConfigError (settings, serve config), ClusterError (ray start, deploy, not ready in
+    `timeout_s`), OSError (the data folder).
+    """
+    config = cluster.render_serve_config(find_serve_config(serve_config), service_settings(settings, shards=shards, report=report))
+    config.setdefault("http_options", {})["port"] = port
+    token = cluster.ensure_auth_token()
+    if address is None:
+        report(f"starting a local Ray head (token auth on, metrics on port {head.metrics_port}) ...")
+        cluster.start_local_head(**{f.name: getattr(head, f.name) for f in dataclasses.fields(head)})
+    dashboard = address or head.dashboard_url
+    report(f"deploying the Serve application to {dashboard} ...")
+    cluster.DashboardClient(dashboard, token).deploy(config)
+    url = f"http://127.0.0.1:{port}"
+    cluster.wait_until_ready(url, timeout_s=timeout_s, on_wait=on_wait)
+    report(f"UFME-Ray is ready at {url} (OpenAPI: {url}/docs)")
+    report(f"data: {settings.data_dir.resolve()}   storage: {settings.resolved_storage_uri}")
+    if address is None:
+        report(f"metrics: http://127.0.0.1:{head.metrics_port}/metrics   dashboard: {dashboard}")
+    report("Ray token auth is on: run `export RAY_AUTH_MODE=token` before `serve status` or `ray job submit`.")
+    return url
+
+
+def down(*, head: LocalHead, address: str | None = None, report: Report) -> None:
+    """Remove the Serve applications from the cluster at `address` (default: the local head) and,
+    for the local head, stop its processes. The gallery stays in its storage.
+
+    Raises ClusterError if the dashboard refuses.
+    """
+    dashboard = address or head.dashboard_url
+    client = cluster.DashboardClient(dashboard, cluster.ensure_auth_token())
+    if client.reachable():
+        client.shutdown()
+        report(f"removed the Serve applications from {dashboard}")
+    if address is None:
+        stopped = cluster.stop_local_ray(head.temp_dir)
+        report(f"stopped the local Ray cluster of {head.temp_dir} ({stopped} processes; the gallery stays in its storage)")
+    else:
+        report("the shard actors (detached) keep running on that cluster; the next deploy reuses them")

@@ -1,0 +1,58 @@
+"""The audit trail as the gateway uses it: records carry the snapshot epochs in force and are
+stored under subject pseudonyms; a record that cannot be written fails its request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from ufme_ray.audit import AuditRecord, AuditWriter, SubjectPseudonyms, read_records
+from ufme_ray.gallery.storage import ObjectStore
+from ufme_ray.orchestration.errors import AuditUnavailableError, GalleryUnavailableError
+
+logger = logging.getLogger(__name__)
+
+# Audit records name the snapshot epochs that answered; shards change epoch only at compaction.
+EPOCHS_REFRESH_S = 10.0
+
+
+class AuditTrail:
+    def __init__(self, store: ObjectStore, pseudonyms: SubjectPseudonyms, shard_status: Callable[[], Awaitable[list[dict]]]):
+        self._store = store
+        self._writer = AuditWriter(store)
+        self._pseudonyms = pseudonyms
+        self._shard_status = shard_status
+        self._epochs: tuple[float, list[int]] = (float("-inf"), [])
+
+    async def _gallery_epochs(self) -> list[int]:
+        fetched_at, epochs = self._epochs
+        if time.monotonic() - fetched_at > EPOCHS_REFRESH_S:
+            statuses = await self._shard_status()
+            epochs = sorted({s["snapshot_epoch"] for s in statuses if s.get("snapshot_epoch") is not None})
+            self._epochs = (time.monotonic(), epochs)
+        return epochs
+
+    async def record(self, record: AuditRecord) -> None:
+        """Append durably; a failure to audit fails the request, never passes silently."""
+        try:
+            record = record.model_copy(update={"gallery_epochs": await self._gallery_epochs()})
+        except GalleryUnavailableError:
+            pass  # the record still goes in, without epochs: the gallery is what is unavailable
+        try:
+            await self._writer.record(self._pseudonyms.record(record))
+        except Exception as exc:
+            logger.exception("audit write failed")
+            raise AuditUnavailableError(f"the audit trail cannot be written: {type(exc).__name__}") from exc
+
+    async def page(
+        self, *, since: float | None, until: float | None, operation: str | None, subject_id: str | None, offset: int, limit: int
+    ) -> tuple[list[AuditRecord], int]:
+        """Records matching the filters, oldest first, and how many match in all."""
+        if subject_id is not None:
+            subject_id = self._pseudonyms(subject_id)
+        return await asyncio.to_thread(
+            read_records, self._store, since=since, until=until, operation=operation, subject_id=subject_id,
+            offset=offset, limit=limit,
+        )

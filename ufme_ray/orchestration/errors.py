@@ -1,0 +1,74 @@
+"""Typed refusals of the orchestration; the HTTP layer maps each class to a status code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """A refusal with a stable machine-readable `code` and a message for people."""
+
+    code = "refused"
+
+    def __init_subclass__(cls, code: str | None = None, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class MultipleFacesError(DomainError, code="multiple_faces"):
+    """Several comparable faces: enrolment cannot tell whom the photo is of."""
+
+
+class FaceCutOffError(DomainError, code="face_cut_off"):
+    """The face to enrol is cut by the image border: its template would be of part of a face."""
+
+    def __init__(self) -> None:
+        super().__init__("the face is cut by the image border; send a photo showing the whole face")
+
+
+class GateRejectedError(DomainError):
+    """The face failed an enforced gate; `face` and `enforced` let the answer show every score."""
+
+    def __init__(self, face, enforced: list[str], failed: list[str]):
+        first = face.gates[failed[0]]
+        comparison = "is below" if first.rule == ">=" else "is not below"
+        super().__init__(
+            f"the face failed the {', '.join(failed)} gate: {failed[0]} score {first.score:.4f} "
+            f"{comparison} the threshold {first.threshold}"
+        )
+        self.code = f"{failed[0]}_gate_failed"
+        self.face, self.enforced, self.failed = face, enforced, failed
+
+
+class DuplicateFaceError(DomainError, code="duplicate_face"):
+    """The face already matches another subject (the 'reject' duplicate policy)."""
+
+    def __init__(self, subject_id: str, score: float, threshold: float):
+        super().__init__(
+            f"this face matches subject {subject_id!r} (score {score:.4f} >= {threshold}); "
+            "it is not enrolled under another subject",
+            {"subject_id": subject_id, "score": score, "threshold": threshold},
+        )
+
+
+class UnknownSubjectError(DomainError, code="unknown_subject"):
+    def __init__(self, subject_id: str):
+        super().__init__(f"subject {subject_id!r} is not enrolled")
+
+
+class GalleryUnavailableError(DomainError, code="not_ready"):
+    """A shard is restoring, restarting or failed: the answer would be incomplete."""
+
+
+class AuditUnavailableError(DomainError, code="audit_unavailable"):
+    """The audit record of a request cannot be written, so the request does not go through."""
+
+
+class NoDemoFolderError(DomainError, code="no_demo_folder"):
+    """The demo folder is not given, not configured or not a folder on the gateway's machine."""

@@ -1,0 +1,54 @@
+"""/api/v1 gallery status, demo load and the audit trail (role: admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from ufme_ray.serving.api import presenters, schemas
+from ufme_ray.serving.api.dependencies import EngineDep, ServicesDep, audited, require
+from ufme_ray.serving.api.openapi import ERRORS
+
+router = APIRouter(prefix="/api/v1", tags=["admin"], responses=ERRORS, dependencies=[Depends(require("admin"))])
+
+# 9999-12-31T23:59:59Z, the last second a datetime holds: later times (and inf, nan) are refused
+# with 422 instead of failing the audit reader with 500.
+LATEST_TIME_S = 253_402_300_799.0
+
+
+@router.get("/gallery", response_model=schemas.GalleryOut)
+async def gallery_status(engine: EngineDep):
+    return presenters.gallery_out(await engine.gallery_state())
+
+
+@router.post("/demo/load", response_model=schemas.DemoLoadOut)
+async def demo_load(request: Request, services: ServicesDep, body: schemas.DemoLoadIn | None = None):
+    """Enrol a demo gallery from a folder of <subject>/<image> photos on the gateway's machine."""
+    load = body or schemas.DemoLoadIn()
+
+    async def run() -> schemas.DemoLoadOut:
+        report = await services.demo.load(load.folder, images_per_subject=load.images_per_subject, subjects=load.subjects)
+        return presenters.demo_load_out(report)
+
+    return await audited(
+        request, services, "demo_load", run, subject_ids=load.subjects or [],
+        summarize=lambda r: {"decisions": [{"subjects_enrolled": r.subjects_enrolled, "skipped": len(r.skipped)}]},
+    )
+
+
+@router.get("/audit", response_model=schemas.AuditPageOut)
+async def audit_trail(
+    services: ServicesDep,
+    since: Annotated[float | None, Query(ge=0, le=LATEST_TIME_S, description="Unix time (s), inclusive.")] = None,
+    until: Annotated[float | None, Query(ge=0, le=LATEST_TIME_S, description="Unix time (s), inclusive.")] = None,
+    operation: Annotated[str | None, Query()] = None,
+    subject_id: Annotated[str | None, Query()] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+):
+    """Audit records, oldest first (admin only)."""
+    records, total = await services.audit.page(
+        since=since, until=until, operation=operation, subject_id=subject_id, offset=offset, limit=limit
+    )
+    return presenters.audit_page_out(records, total, offset)

@@ -1,0 +1,46 @@
+"""What every router documents the same way: error answers, image bodies, path parameters."""
+
+from __future__ import annotations
+
+import copy
+from typing import Annotated
+
+from fastapi import Path
+from pydantic import BaseModel
+
+from ufme_ray.serving.api import schemas
+
+SubjectId = Annotated[str, Path(pattern=schemas.SUBJECT_ID_PATTERN, description="Your identifier of the person.")]
+
+ERRORS = {
+    400: {"model": schemas.ErrorOut, "description": "Bad image or body"},
+    401: {"model": schemas.ErrorOut, "description": "No or unknown API key"},
+    403: {"model": schemas.ErrorOut, "description": "The key's role may not call this"},
+    404: {"model": schemas.ErrorOut, "description": "Unknown subject"},
+    409: {"model": schemas.ErrorOut, "description": "The face is already enrolled under another subject"},
+    413: {"model": schemas.ErrorOut, "description": "Image too large"},
+    415: {"model": schemas.ErrorOut, "description": "Unsupported image or media type"},
+    422: {"model": schemas.ErrorOut, "description": "A gate or validation failed"},
+    503: {"model": schemas.ErrorOut, "description": "Gallery not ready; retry after Retry-After seconds"},
+}
+
+IMAGE_FIELDS = ("image", "image2")
+
+
+def image_body(model: type[BaseModel]) -> dict:
+    """The OpenAPI request body of an image route: `model` as JSON (images base64) or as multipart
+    (images as files). Inlined, because `read_image_request` parses the body itself, so FastAPI
+    never puts these models in the components on its own."""
+    as_json = model.model_json_schema()
+    as_form = copy.deepcopy(as_json)
+    for name in IMAGE_FIELDS:
+        if name in as_json["properties"]:
+            description = as_json["properties"][name]["description"]
+            as_json["properties"][name] = {"type": "string", "format": "byte", "description": description}
+            as_form["properties"][name] = {"type": "string", "format": "binary", "description": "An image file (JPEG, PNG, WebP or BMP)."}
+    return {
+        "requestBody": {
+            "content": {"multipart/form-data": {"schema": as_form}, "application/json": {"schema": as_json}},
+            "required": True,
+        }
+    }

@@ -1,0 +1,63 @@
+"""The orchestration's ports over Serve deployment handles: one call per method, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from ufme_ray.gallery.merge import Candidate
+from ufme_ray.vision.detector import DetectedFace
+
+
+class StageHandles:
+    """`orchestration.ports.Stages` over the stage deployments."""
+
+    def __init__(self, detector, quality, liveness, morph, embedder):
+        self._detector, self._quality, self._liveness, self._morph, self._embedder = (
+            detector, quality, liveness, morph, embedder
+        )
+
+    async def detect(self, image_bgr: np.ndarray, score_min: float) -> list[DetectedFace]:
+        return await self._detector.detect.remote(image_bgr, score_min)
+
+    async def quality(self, crops: list[np.ndarray]) -> np.ndarray | None:
+        return await self._quality.score.remote(crops)
+
+    async def liveness(self, crops: list[list[np.ndarray]]) -> np.ndarray | None:
+        return await self._liveness.score.remote(crops)
+
+    async def morph(self, crops: list[np.ndarray]) -> np.ndarray | None:
+        return await self._morph.score.remote(crops)
+
+    async def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        return await self._embedder.embed.remote(crops)
+
+    async def up(self) -> bool:
+        stages = (self._detector, self._quality, self._liveness, self._morph, self._embedder)
+        return all(await asyncio.gather(*(stage.ping.remote() for stage in stages)))
+
+
+class GalleryHandle:
+    """`orchestration.ports.Gallery` over the Searcher deployment."""
+
+    def __init__(self, searcher):
+        self._searcher = searcher
+
+    async def enrol(self, subject_id: str, vector: np.ndarray, quality: float) -> dict:
+        return await self._searcher.enrol.remote(subject_id, vector, quality)
+
+    async def delete(self, subject_id: str) -> list[int]:
+        return await self._searcher.delete.remote(subject_id)
+
+    async def templates(self, subject_id: str) -> list[tuple[int, float, float]]:
+        return await self._searcher.templates.remote(subject_id)
+
+    async def subject_scores(self, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
+        return await self._searcher.subject_scores.remote(subject_id, queries)
+
+    async def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
+        return await self._searcher.search.remote(queries, top_k)
+
+    async def status(self) -> list[dict]:
+        return await self._searcher.status.remote()
