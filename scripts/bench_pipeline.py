@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,12 +34,13 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def in_process(photos: list[bytes], repeats: int, providers: list[str] | None) -> dict:
-    pipeline = Pipeline.from_settings(UfmeSettings.load(**({"runtime": {"providers": providers}} if providers else {})))
+def in_process(photos: list[bytes], repeats: int, providers: list[str] | None, precision: str) -> dict:
+    runtime = {"precision": precision, **({"providers": providers} if providers else {})}
+    pipeline = Pipeline.from_settings(UfmeSettings.load(runtime=runtime))
     pipeline.analyze(photos[0])  # warm-up
     latencies = []
     started = time.perf_counter()
-    for data in tqdm(photos * repeats, desc="in-process", unit="img"):
+    for data in tqdm(photos * repeats, desc=f"in-process {precision}", unit="img"):
         t = time.perf_counter()
         pipeline.analyze(data)
         latencies.append((time.perf_counter() - t) * 1000)
@@ -48,6 +50,7 @@ def in_process(photos: list[bytes], repeats: int, providers: list[str] | None) -
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "intra_op_threads": "onnxruntime default (all cores)",
+        "precision": precision,
         "providers": pipeline.providers,
     }
 
@@ -93,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         help="execution providers of the in-process chain, most preferred first (default: the settings')",
     )
     parser.add_argument("--in-process-only", action="store_true", help="only the in-process chain: no service needed")
+    parser.add_argument(
+        "--precision", nargs="+", choices=("fp32", "int8"), default=["fp32"],
+        help="in-process chains to time side by side (int8: variants made by `ufme-ray models quantize`); "
+        "the first is the reference of the ratios",
+    )
     args = parser.parse_args(argv)
 
     photos = [p.read_bytes() for p in sorted(args.photos.glob("*/*.jpg"))[: args.count]]
@@ -103,15 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the service at {args.url} is not ready", file=sys.stderr)
         return 2
     repeats = max(1, args.requests // len(photos))
-    report = {"photos": len(photos), "in_process": in_process(photos, repeats, args.providers)}
+    chains = [in_process(photos, repeats, args.providers, precision) for precision in args.precision]
+    report = {"photos": len(photos), "in_process": chains[0], "in_process_by_precision": chains}
     levels = [] if args.in_process_only else args.concurrency
     report["http"] = [over_http(args.url, photos, c, args.requests) for c in levels]
     limit = report["in_process"]["images_per_s"]
     print(f"\n{'mode':<16}{'images/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs in-process':>15}")
-    print(f"{'in-process':<16}{limit:>10.1f}{report['in_process']['p50_ms']:>10.1f}{report['in_process']['p99_ms']:>10.1f}{1.0:>15.2f}")
+    for chain in chains:
+        chain["ratio_to_in_process"] = chain["images_per_s"] / limit
+        name = f"in-process {chain['precision']}"
+        print(f"{name:<16}{chain['images_per_s']:>10.1f}{chain['p50_ms']:>10.1f}{chain['p99_ms']:>10.1f}{chain['ratio_to_in_process']:>15.2f}")
     for row in report["http"]:
         row["ratio_to_in_process"] = row["images_per_s"] / limit
         print(f"{'HTTP c=' + str(row['concurrency']):<16}{row['images_per_s']:>10.1f}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{row['ratio_to_in_process']:>15.2f}   {row['statuses']}")
+    report["load_average"] = os.getloadavg()
+    print(f"load average (1, 5, 15 min) at the end: {report['load_average']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
