@@ -29,6 +29,7 @@ from proving.ledger import Ledger, Subject, Violation
 from proving.ray_processes import alive_actors
 from proving.seaweedfs import SeaweedS3
 from ufme_ray.config import UfmeSettings
+from ufme_ray.fault_injection import TestingSettings
 from ufme_ray.jobs import submit as job_submit
 
 logger = logging.getLogger(__name__)
@@ -323,9 +324,11 @@ class ChaosRun:
 
     def compaction(self, **compaction: object) -> str:
         """Run the compaction job (with fault-injection settings) to its end; returns its status."""
-        settings = self.target.settings.model_copy(
-            update={"compaction": self.target.settings.compaction.model_copy(update={"swap_concurrency": 1, **compaction})}
-        )
+        # The job validates these again: its fault settings need the testing switch.
+        settings = self.target.settings.model_copy(update={
+            "compaction": self.target.settings.compaction.model_copy(update={"swap_concurrency": 1, **compaction}),
+            "testing": TestingSettings(fault_injection=True),
+        })
         client = job_submit.connect(self.target.dashboard_url, self.target.ray_token)
         job = job_submit.submit(client, settings, slot=f"chaos-{uuid.uuid4().hex[:10]}", dim=self.target.embedding_dim)
         deadline = time.monotonic() + 600

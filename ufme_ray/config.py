@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from ufme_ray.execution_providers import CPU, Provider, ProviderList, StageName
+from ufme_ray.fault_injection import TestingSettings, refuse_unswitched_faults
 
 
 class ConfigError(ValueError):
@@ -275,12 +276,12 @@ class CompactionSettings(_Strict):
         "the service's is 'ufme', another one addresses a second gallery's actors on the same cluster.",
     )
     crash_at: Literal["build", "swap"] | None = Field(
-        None, description="Fault injection for tests, off by default: the job kills itself (SIGKILL) once the "
-        "first shard is built, or once the first shard has swapped.",
+        None, description="Fault injection (needs testing.fault_injection): the job kills itself (SIGKILL) once "
+        "the first shard is built, or once the first shard has swapped.",
     )
     delay_commit_s: NonNegativeFloat = Field(
-        0.0, description="Fault injection for tests, 0 by default: the job waits this long between building and "
-        "committing, holding the lock (a slow build).",
+        0.0, description="Fault injection (needs testing.fault_injection), 0 by default: the job waits this long "
+        "between building and committing, holding the lock (a slow build).",
     )
 
 
@@ -327,6 +328,7 @@ class UfmeSettings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    testing: TestingSettings = Field(default_factory=TestingSettings)
     demo_dir: Path | None = Field(
         None, description="Folder of <subject>/<image> photos that POST /api/v1/demo/load enrols."
     )
@@ -339,9 +341,10 @@ class UfmeSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _liveness_unique(self) -> "UfmeSettings":
+    def _consistent(self) -> "UfmeSettings":
         if len(set(self.models.liveness)) != len(self.models.liveness):
             raise ValueError(f"models.liveness {self.models.liveness} names a model twice")
+        refuse_unswitched_faults(self.compaction, self.testing)
         return self
 
     def transport_json(self) -> str:

@@ -80,6 +80,7 @@ class Gallery:
             storage_uri=self.storage_uri,
             gallery={"num_shards": self.num_shards},
             compaction={**defaults, **compaction},
+            testing={"fault_injection": True},  # some runs crash or stall the job on purpose
         )
 
     def actor(self, shard: int):

@@ -42,16 +42,51 @@ def live_photo(faces_dir: Path) -> bytes:
     return (faces_dir / "pad/live/silentface_image_T1.jpg").read_bytes()
 
 
-@pytest.fixture
-def gallery_unchanged(service):
-    def total() -> int:
-        response = service.http.get("/api/v1/gallery")
-        assert response.status_code == 200, response.text
-        return response.json()["total_templates"]
+REFERENCE = "errors-reference"
+# Subjects the tests below try to enrol and which must never come to exist.
+REFUSED_SUBJECTS = ("someone", "spoofer", "group")
 
-    before = total()
+
+@pytest.fixture(scope="module")
+def reference_photo(service, faces_dir: Path) -> Path:
+    """One subject enrolled for the module, so that "unchanged" compares a gallery that holds something."""
+    for path in sorted((faces_dir / "deepface").glob("id*/*.jpg"))[:40]:
+        response = service.http.post(f"/api/v1/subjects/{REFERENCE}/faces", files={"image": (path.name, path.read_bytes())})
+        if response.status_code == 201:
+            break
+    else:
+        pytest.fail("no deepface photo passes the enrolment gates")
+    yield path
+    service.http.delete(f"/api/v1/subjects/{REFERENCE}")
+
+
+def gallery_state(service, reference_photo: Path) -> dict:
+    """What a bad request must not change: per shard the templates and the last applied event (any
+    enrol or delete moves it), the reference subject's template ids, and who an identify finds."""
+    gallery = service.http.get("/api/v1/gallery")
+    assert gallery.status_code == 200, gallery.text
+    subject = service.http.get(f"/api/v1/subjects/{REFERENCE}")
+    assert subject.status_code == 200, subject.text
+    answer = service.http.post(
+        "/api/v1/identify", files={"image": (reference_photo.name, reference_photo.read_bytes())}, data={"top_k": "5"}
+    )
+    assert answer.status_code == 200, answer.text
+    return {
+        "total_templates": gallery.json()["total_templates"],
+        "shards": [(s["shard"], s["live_templates"], s["applied_seq"]) for s in gallery.json()["shards"]],
+        "reference_templates": sorted(t["template_id"] for t in subject.json()["templates"]),
+        "candidates": [(c["subject_id"], c["template_id"]) for f in answer.json()["faces"] for c in f["candidates"]],
+    }
+
+
+@pytest.fixture
+def gallery_unchanged(service, reference_photo):
+    before = gallery_state(service, reference_photo)
+    assert before["total_templates"] >= 1 and before["candidates"][0][0] == REFERENCE, before
     yield
-    assert total() == before
+    assert gallery_state(service, reference_photo) == before
+    for subject in REFUSED_SUBJECTS:
+        assert service.http.get(f"/api/v1/subjects/{subject}").status_code == 404, subject
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,11 @@ from ufme_ray import cluster
 pytestmark = pytest.mark.ray
 
 RATE, WARMUP_S, DURATION_S = 2.0, 5.0, 20.0
+# Largest RSS growth of any actor process from the end of the warm-up to the end of the 20 s load:
+# measured +1.4 % (Detector; the others +0.1 to +1.0 %). The bound catches a gross leak (tens of MB
+# over the load's 40 requests), not a slow one: that is the 10-minute runs' criterion
+# (proving.load.MEMORY_GROWTH_LIMIT, 5 %).
+MAX_GROWTH = 0.10
 # Every operation often enough to appear in 40 arrivals (the schedule is fixed by the seed).
 MIX = {"identify": 35, "verify": 15, "enrol": 20, "delete": 10, "analyze": 10, "get_subject": 10}
 ACTOR_CLASSES = {"ServeController", "ProxyActor", "ShardActor"} | {
@@ -70,7 +75,12 @@ def test_short_open_loop_load(service, load_photos):
     alive_now = {actor.pid for actor in alive_actors(service.dashboard.address, token)}
     assert alive_now <= {p["pid"] for p in samples[-1]["processes"]}
     compared = [row for row in report["memory"]["growth"] if row["growth"] is not None]
-    assert len(compared) >= len(ACTOR_CLASSES) and report["memory"]["max_growth"] == max(r["growth"] for r in compared)
+    assert len(compared) >= len(ACTOR_CLASSES)
+    # No actor process grows much over 20 s of load after the warm-up: each process's own growth is
+    # bounded, and the report's maximum is the largest of them.
+    for row in compared:
+        assert row["growth"] < MAX_GROWTH, row
+    assert report["memory"]["max_growth"] == pytest.approx(max(r["growth"] for r in compared))
 
 
 def test_gateway_runs_with_the_allocator_settings(service):

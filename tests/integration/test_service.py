@@ -106,6 +106,9 @@ def test_open_set_identification_on_lfw(service, lfw_gallery):
         f"unknown {unknown_rate:.4f} on {len(strangers)}"
     )
     assert rank1 >= 0.98
+    # Measured 0.932 (205 of 220 probes a match to the right subject at the threshold): the bound
+    # leaves ~10 probes of margin for scores that sit on the threshold.
+    assert matched >= 0.88
     assert unknown_rate >= 0.95
 
 
@@ -143,6 +146,7 @@ def test_delete_is_never_returned_again(service, faces_dir: Path):
 def test_shard_restart_loses_nothing(service, lfw_gallery):
     enrolled, _, _ = lfw_gallery
     before = service.http.get("/api/v1/gallery").json()
+    epochs_before = [ray.get(service.shard(index).stats.remote())["writer_epoch"] for index in range(2)]
     for index in range(2):
         ray.kill(service.shard(index), no_restart=False)
     deadline = time.monotonic() + 120
@@ -153,6 +157,9 @@ def test_shard_restart_loses_nothing(service, lfw_gallery):
         assert response.status_code == 503
         time.sleep(0.2)
     assert service.http.get("/ready").status_code == 200
+    # Each shard really restarted: a new instance restored from storage claims a newer writer epoch.
+    epochs_after = [ray.get(service.shard(index).stats.remote(), timeout=60)["writer_epoch"] for index in range(2)]
+    assert all(a > b for a, b in zip(epochs_after, epochs_before)), (epochs_before, epochs_after)
     after = service.http.get("/api/v1/gallery").json()
     assert after["total_templates"] == before["total_templates"]
     for name, photo in list(enrolled.items())[:20]:

@@ -6,8 +6,8 @@ hour, the slot of the hourly schedule), so a second submission for a slot finds 
 instead of starting another: one still running is followed (a retried trigger), one that has
 ended is refused loudly (CompactionAlreadyRanError: nothing new would be compacted; `--now`
 takes a slot of its own, the UTC second). The job gets the submitter's storage URI, shard
-count and dimension as flags and its compaction settings as UFME_COMPACTION (JSON) in the
-runtime environment, so it compacts the gallery the submitter means, the way the submitter
+count and dimension as flags and its compaction and testing settings as UFME_COMPACTION and
+UFME_TESTING (JSON) in the runtime environment, so it compacts the gallery the submitter means, the way the submitter
 configured, whatever the cluster's environment says.
 
 Token auth: the client sends the cluster's token as a Bearer header (Ray 2.60 turns token auth on
@@ -73,8 +73,12 @@ def entrypoint(settings: UfmeSettings, *, dim: int) -> str:
 
 
 def job_env(settings: UfmeSettings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The job's environment variables: the compaction settings, then `extra`."""
-    return {"UFME_COMPACTION": settings.compaction.model_dump_json(), **(extra or {})}
+    """The job's environment variables: the compaction settings, then `extra`.
+
+    The testing switches travel too: without them the job would refuse fault-injection settings.
+    """
+    compaction, testing = settings.compaction.model_dump_json(), settings.testing.model_dump_json()
+    return {"UFME_COMPACTION": compaction, "UFME_TESTING": testing, **(extra or {})}
 
 
 _TERMINAL = frozenset({"STOPPED", "SUCCEEDED", "FAILED"})  # JobStatus.is_terminal(), without importing Ray

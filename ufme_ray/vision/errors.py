@@ -33,6 +33,12 @@ class CorruptImageError(ImageError):
     code = "corrupt_image"
 
 
+class BadExifError(ImageError):
+    """The EXIF orientation cannot be read: serving the image unrotated could match it sideways."""
+
+    code = "bad_exif"
+
+
 class ImageTooLargeError(ImageError):
     """Over the byte or pixel limit (decompression bombs land here before any full decode)."""
 

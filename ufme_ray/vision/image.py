@@ -9,17 +9,17 @@ imdecode would silently return partial data).
 from __future__ import annotations
 
 import io
-import logging
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 # Registering exactly the plugins we accept (Image.open(formats=…) only sees registered ones).
 from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
 
 from ufme_ray.config import ImageLimits
 from ufme_ray.vision.errors import (
+    BadExifError,
     CorruptImageError,
     EmptyImageError,
     ImageTooLargeError,
@@ -27,9 +27,18 @@ from ufme_ray.vision.errors import (
     UnsupportedImageError,
 )
 
-logger = logging.getLogger(__name__)
-
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+
+# EXIF orientation -> the transpose that shows the image upright (1: upright already).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
 
     Raises EmptyImageError, ImageTooLargeError (bytes or declared pixels over the limits),
     UnsupportedImageError (not JPEG/PNG/WebP/BMP), CorruptImageError (truncated or damaged),
-    ImageTooSmallError.
+    ImageTooSmallError, BadExifError (the EXIF orientation cannot be read).
     """
     if not data:
         raise EmptyImageError("the image is empty (0 bytes)")
@@ -87,11 +96,25 @@ def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
 
 
 def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """The image upright, or BadExifError: a face served sideways would be matched (or refused) wrongly."""
     try:
-        return ImageOps.exif_transpose(image)
-    except Exception as exc:  # a malformed EXIF block must not cost the user the whole image
-        logger.warning("ignoring unreadable EXIF orientation: %s", exc)
+        with warnings.catch_warnings():
+            # Pillow reads a damaged EXIF block as empty, or in part, and only warns: the image would
+            # pass unrotated. A JPEG's block was read so already at open (for its DPI), and that
+            # reading is cached: the raw block is parsed again here, warnings as errors.
+            warnings.simplefilter("error")
+            raw = image.info.get("exif")
+            if isinstance(raw, bytes):
+                Image.Exif().load(raw)
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception as exc:  # damaged EXIF raises anything from the TIFF parser, or one of its warnings
+        raise BadExifError(f"the EXIF orientation cannot be read: {exc}") from exc
+    # 0 is outside the EXIF range but some cameras write it for "unknown"; like Pillow, it means upright.
+    if orientation in (0, 1):
         return image
+    if orientation not in _UPRIGHT:
+        raise BadExifError(f"the EXIF orientation is {orientation!r}, not one of 1-8")
+    return image.transpose(_UPRIGHT[orientation])
 
 
 def _to_bgr(image: Image.Image) -> np.ndarray:

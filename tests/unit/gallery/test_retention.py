@@ -137,14 +137,37 @@ def test_erasure_after_retention(store: ObjectStore, tmp_path: Path, settings: G
     assert [t.template_id for t in restored.templates("late19")] == [t.template_id for t in shard.templates("late19")]
 
 
-def test_abandoned_epoch_is_deleted_manifest_first(file_store: ObjectStore, tmp_path: Path) -> None:
+def test_abandoned_epoch_is_deleted_manifest_first(
+    file_store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shard = Shard.open(file_store, 0, 1, DIM, ONE)
     shard.enrol([Enrolment("a", unit_vectors(np.random.default_rng(2), 1, DIM)[0])])
     live = compact(file_store, num_shards=1, dim=DIM, settings=ONE, work_dir=tmp_path)
     build_snapshot(file_store, 0, live.epoch + 1, num_shards=1, dim=DIM, settings=ONE, work_dir=tmp_path)
+    # The abandoned epoch gets a MANIFEST too, so that the order of deletion can be seen.
+    abandoned = live.epoch + 1
+    manifest_key = f"snapshots/{abandoned:010d}/MANIFEST.json"
+    file_store.write(manifest_key, file_store.read(f"snapshots/{live.epoch:010d}/MANIFEST.json"))
     epochs = list_epochs(file_store)
+    assert manifest_key in epochs[abandoned] and len(epochs[abandoned]) > 1
     doomed = abandoned_epochs(epochs, read_current(file_store))
-    assert doomed == [live.epoch + 1]
-    assert delete_epochs(file_store, epochs, doomed) == len(epochs[live.epoch + 1])
+    assert doomed == [abandoned]
+    deleted_in_order: list[str] = []
+    real_delete = file_store.delete
+
+    def recording_delete(keys):
+        keys = list(keys)
+        for key in keys:
+            # The MANIFEST goes in a call of its own, before any other object of its epoch.
+            assert key == manifest_key or manifest_key in deleted_in_order, f"{key} deleted before the MANIFEST"
+        if manifest_key in keys:
+            assert keys == [manifest_key]
+        deleted_in_order.extend(keys)
+        real_delete(keys)
+
+    monkeypatch.setattr(file_store, "delete", recording_delete)
+    assert delete_epochs(file_store, epochs, doomed) == len(epochs[abandoned])
+    assert deleted_in_order[0] == manifest_key
+    assert sorted(deleted_in_order) == sorted(epochs[abandoned])
     assert sorted(list_epochs(file_store)) == [live.epoch]
     assert Shard.open(file_store, 0, 1, DIM, ONE).stats().snapshot_epoch == live.epoch

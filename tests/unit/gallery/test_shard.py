@@ -8,7 +8,7 @@ import pytest
 
 from ufme_ray.config import GallerySettings, IndexSettings, LogSettings
 from ufme_ray.gallery.build import compact
-from ufme_ray.gallery.log import CorruptSegmentError, InMemoryEventLog
+from ufme_ray.gallery.log import CorruptSegmentError, FencedError, InMemoryEventLog
 from ufme_ray.gallery.log_segments import delete_segments_through
 from ufme_ray.gallery.routing import TEMPLATE_COUNTER_BITS, shard_for
 from ufme_ray.gallery.shard import Shard
@@ -125,7 +125,7 @@ def test_restart_restores_state_and_fences_the_old_instance(store: ObjectStore) 
     first.delete(people[1])
     second = Shard.open(store, 0, 2, DIM, SMALL)
     assert second.search(vectors, 2) == first.search(vectors, 2)
-    with pytest.raises(Exception, match="superseded"):
+    with pytest.raises(FencedError, match="superseded"):
         first.enrol([Enrolment(people[0], vectors[0])])
     assert second.stats().live_templates == 3
 

@@ -44,6 +44,21 @@ def test_bad_values_name_the_field(monkeypatch):
         load_settings(build_parser().parse_args(["--deadline-s", "0"]))
 
 
+@pytest.mark.parametrize("fault", [{"crash_at": "build"}, {"crash_at": "swap"}, {"delay_commit_s": 2}])
+def test_fault_injection_needs_the_testing_switch(monkeypatch, fault):
+    (name, _), = fault.items()
+    with pytest.raises(ConfigError, match=rf"compaction\.{name}\) is refused unless testing\.fault_injection is true"):
+        UfmeSettings.load(compaction=fault)
+    assert UfmeSettings.load(compaction=fault, testing={"fault_injection": True}).compaction.model_dump()[name]
+    # The switch through the environment, and the job's environment carries it to the job.
+    monkeypatch.setenv("UFME_TESTING__FAULT_INJECTION", "1")
+    env = submit.job_env(UfmeSettings.load(compaction=fault))
+    monkeypatch.delenv("UFME_TESTING__FAULT_INJECTION")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert load_settings(build_parser().parse_args([])).testing.fault_injection
+
+
 def test_submission_id_per_hourly_slot():
     at = datetime(2026, 3, 1, 14, 59, 59, tzinfo=timezone(timedelta(hours=2)))
     assert submit.slot_for(at) == "20260301T12Z"

@@ -38,9 +38,26 @@ def test_render_serve_config_only_is_what_serve_deploy_takes(tmp_path, layout):
     assert run("k8s", "render", "--env", "production", "--serve-config-only", "--output", str(out)) == 0
     config = yaml.safe_load(out.read_text())
     ServeDeploySchema.model_validate(config)
-    from ufme_ray.k8s import render
-
-    assert out.read_text() == render.serve_config_text(layout, "production")
+    # Written out, not recomputed by the renderer: serve_config.yaml plus production's overrides.
+    assert out.read_text().splitlines()[0] == (
+        "# serve_config.yaml with the overrides of kuberay/overlays/production/serve-overrides.yaml"
+    )
+    expected = yaml.safe_load(layout.serve_config.read_text())
+    (app,) = expected["applications"]
+    app["args"]["shard_num_cpus"] = 0
+    app["args"]["shard_resources"] = {"ufme_shard": 1}
+    app["args"]["settings"]["gallery"]["num_shards"] = 5
+    autoscaling = {
+        "Gateway": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 24},
+        "Detector": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
+        "Quality": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
+        "Liveness": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
+        "Embedder": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
+        "Searcher": {"min_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 16},
+    }
+    for deployment in app["deployments"]:
+        deployment["autoscaling_config"] = autoscaling.get(deployment["name"], deployment["autoscaling_config"])
+    assert config == expected
     assert config["applications"][0]["args"]["settings"]["gallery"]["num_shards"] == 5
 
 

@@ -50,27 +50,49 @@ def test_base_serve_config_is_serve_config_yaml_verbatim(layout):
     assert one(base, "RayService", "ufme")["spec"]["serveConfigV2"] == (REPO_ROOT / "serve_config.yaml").read_text()
 
 
+# The documented overrides, written out here (not read from serve-overrides.yaml nor merged by
+# render.apply_overrides): what each environment's serveConfigV2 must say on top of serve_config.yaml.
+OVERRIDDEN_ARGS = {
+    "staging": {"shard_num_cpus": 0, "shard_resources": {"ufme_shard": 1}},
+    "production": {"shard_num_cpus": 0, "shard_resources": {"ufme_shard": 1}},
+}
+OVERRIDDEN_AUTOSCALING = {
+    "staging": {},
+    "production": {
+        "Gateway": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 24},
+        "Detector": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
+        "Quality": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
+        "Liveness": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
+        "Embedder": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
+        "Searcher": {"min_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 16},
+    },
+}
+
+
 @pytest.mark.parametrize("env", ENVS)
-def test_overlay_serve_config_is_serve_config_yaml_plus_documented_overrides(rendered, layout, env):
+def test_overlay_serve_config_is_serve_config_yaml_plus_documented_overrides(rendered, env):
     rendered_config = yaml.safe_load(one(rendered[env], "RayService", "ufme")["spec"]["serveConfigV2"])
     source = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
-    overrides = yaml.safe_load((layout.overlay(env) / render.OVERRIDES_NAME).read_text())
-    assert rendered_config == render.apply_overrides(source, overrides)
-    # Remove the documented overrides: what is left is serve_config.yaml exactly.
-    stripped, original = ufme_app(rendered_config), ufme_app(source)
-    for key in overrides["applications"]["ufme"].get("args", {}):
-        if key == "settings":
-            continue
+    app = ufme_app(rendered_config)
+    for key, value in OVERRIDDEN_ARGS[env].items():
+        assert app["args"][key] == value, key
+    assert app["args"]["settings"]["gallery"]["num_shards"] == SHARDS[env]
+    deployments = {d["name"]: d for d in app["deployments"]}
+    for name, autoscaling in OVERRIDDEN_AUTOSCALING[env].items():
+        assert deployments[name]["autoscaling_config"] == autoscaling, name
+    # Put back what serve_config.yaml says where the overrides above apply: what is left must be
+    # serve_config.yaml exactly (nothing else was changed).
+    stripped, original = app, ufme_app(source)
+    for key in OVERRIDDEN_ARGS[env]:
         if key in original["args"]:
             stripped["args"][key] = original["args"][key]
         else:
             stripped["args"].pop(key)
     stripped["args"]["settings"]["gallery"]["num_shards"] = original["args"]["settings"]["gallery"]["num_shards"]
     for deployment in stripped["deployments"]:
-        override = overrides["applications"]["ufme"].get("deployments", {}).get(deployment["name"], {})
-        source_deployment = next(d for d in original["deployments"] if d["name"] == deployment["name"])
-        for key in override:
-            deployment[key] = source_deployment[key]
+        if deployment["name"] in OVERRIDDEN_AUTOSCALING[env]:
+            source_deployment = next(d for d in original["deployments"] if d["name"] == deployment["name"])
+            deployment["autoscaling_config"] = source_deployment["autoscaling_config"]
     assert rendered_config == source
 
 

@@ -36,6 +36,7 @@ def refused_face() -> FaceAnalysis:
         (vision.UnsupportedImageError("text"), 415),
         (vision.ImageTooLargeError("big"), 413),
         (vision.CorruptImageError("truncated"), 400),
+        (vision.BadExifError("orientation unreadable"), 400),
         (vision.EmptyImageError("empty"), 400),
         (ApiError(415, "unsupported_media_type", "xml"), 415),
         (AuthError(403, "forbidden", "role"), 403),

@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 
 from ufme_ray.config import ImageLimits
 from ufme_ray.vision.errors import (
+    BadExifError,
     CorruptImageError,
     EmptyImageError,
     ImageTooLargeError,
@@ -76,6 +77,42 @@ def test_exif_orientation_is_applied(face_jpeg):
     exif[0x0112] = 6  # "rotate 90 CW to display"
     decoded = decode_image(encode(original, "JPEG", exif=exif.tobytes(), quality=95), LIMITS)
     assert decoded.bgr.shape[:2] == (original.width, original.height)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow(face_jpeg, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    jpeg = encode(Image.open(io.BytesIO(face_jpeg)).convert("RGB"), "JPEG", exif=exif.tobytes(), quality=95)
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(jpeg)))
+    assert np.array_equal(decode_image(jpeg, LIMITS).bgr, np.asarray(upright.convert("RGB"))[:, :, ::-1])
+
+
+def _ifd0(*entries: bytes, count: int | None = None) -> bytes:
+    """A little-endian EXIF block whose first IFD declares `count` entries (default: those given)."""
+    declared = len(entries) if count is None else count
+    return b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, declared) + b"".join(entries)
+
+
+_ORIENTATION_6 = struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)
+
+
+@pytest.mark.parametrize(
+    "exif",
+    [
+        _ifd0(_ORIENTATION_6[:6]),  # the orientation entry cut short
+        _ifd0(count=3),  # entries declared, none present
+        _ifd0(struct.pack("<HHIHH", 0x0112, 3, 2, 6, 6)),  # two orientations
+        _ifd0(struct.pack("<HHIHH", 0x0112, 3, 1, 9, 0)),  # outside 1-8
+    ],
+    ids=["truncated-entry", "missing-entries", "two-values", "out-of-range"],
+)
+def test_unreadable_exif_orientation_is_refused(face_jpeg, exif):
+    """Never served unrotated: a sideways face would be matched (or refused) wrongly."""
+    jpeg = encode(Image.open(io.BytesIO(face_jpeg)).convert("RGB"), "JPEG", exif=exif, quality=95)
+    with pytest.raises(BadExifError, match="EXIF orientation") as excinfo:
+        decode_image(jpeg, LIMITS)
+    assert excinfo.value.code == "bad_exif"
 
 
 @pytest.mark.parametrize(

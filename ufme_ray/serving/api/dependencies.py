@@ -122,5 +122,7 @@ async def audited(
         raise
     extra = summarize(result) if summarize is not None else {}
     record["subject_ids"] = sorted(set(record["subject_ids"]) | set(extra.pop("subject_ids", [])))
-    await services.audit.record(AuditRecord(time=time.time(), outcome="200", **record, **extra))
+    # The status the route answers with (201 for an enrolment); FastAPI's default is 200.
+    status = getattr(request.scope.get("route"), "status_code", None) or 200
+    await services.audit.record(AuditRecord(time=time.time(), outcome=str(status), **record, **extra))
     return result

@@ -33,6 +33,8 @@ STATUS = (
     (NoFaceError, 422),
     (vision.UnsupportedImageError, 415),
     (vision.ImageTooLargeError, 413),
+    # 400 like corrupt_image: the image's own bytes are damaged; 422 is for sound images refused by policy.
+    (vision.BadExifError, 400),
     (vision.ImageError, 400),
 )
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import AsyncIterator
 from typing import TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from fastapi.exceptions import RequestValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartParser
 
 from ufme_ray.config import ImageLimits
 from ufme_ray.serving.api.errors import ApiError
@@ -30,20 +32,23 @@ async def read_image_request(
 ) -> tuple[Params, dict[str, bytes]]:
     """The validated parameters and the raw bytes of each present image field.
 
-    Raises ApiError 413 (too large, checked from Content-Length before reading when given),
-    415 (neither multipart nor JSON), 400 (bad base64 / JSON), 422 (parameter validation).
+    Raises ApiError 413 (too large: from Content-Length before reading when given, else as soon
+    as the streamed body passes the bound), 415 (neither multipart nor JSON), 400 (bad base64 /
+    JSON / multipart), 422 (parameter validation).
     """
     max_request = (limits.max_bytes * 4 // 3 + 4) * len(image_fields) + _ENVELOPE_BYTES
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_request:
         raise _too_large(limits)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("multipart/form-data", "application/json", ""):
+        raise ApiError(415, "unsupported_media_type", f"send multipart/form-data or application/json, not {content_type!r}")
+    # Counted while it streams, whatever Content-Length claims (a chunked body declares none):
+    # `request.form()` would spool a whole multipart body to disk before any limit could apply.
+    body = await _bounded_body(request, max_request, limits)
     if content_type == "multipart/form-data":
-        return await _multipart(request, model, image_fields, limits)
-    if content_type in ("application/json", ""):
-        body = await _bounded_body(request, max_request, limits)
-        return _json(body, model, image_fields, limits)
-    raise ApiError(415, "unsupported_media_type", f"send multipart/form-data or application/json, not {content_type!r}")
+        return await _multipart(request, body, model, image_fields, limits)
+    return _json(body, model, image_fields, limits)
 
 
 async def _bounded_body(request: Request, max_request: int, limits: ImageLimits) -> bytes:
@@ -87,11 +92,22 @@ def _json(body: bytes, model: type[Params], image_fields, limits: ImageLimits) -
     return params, images
 
 
-async def _multipart(request: Request, model: type[Params], image_fields, limits: ImageLimits):
+async def _multipart(request: Request, body: bytes, model: type[Params], image_fields, limits: ImageLimits):
+    async def replay() -> AsyncIterator[bytes]:
+        yield body
+
+    parser = MultiPartParser(request.headers, replay(), max_files=len(image_fields), max_fields=16)
     try:
-        form = await request.form(max_files=len(image_fields), max_fields=16)
+        form = await parser.parse()
     except Exception as exc:  # malformed multipart bodies raise parser-specific errors
         raise ApiError(400, "bad_multipart", f"the multipart body cannot be parsed: {exc}") from None
+    try:
+        return await _read_form(form, model, image_fields, limits)
+    finally:
+        await form.close()  # the request does not own this form: its spooled files are ours to close
+
+
+async def _read_form(form: FormData, model: type[Params], image_fields, limits: ImageLimits):
     images, values = {}, {}
     for key, value in form.multi_items():
         if key in image_fields:
