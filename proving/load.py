@@ -28,6 +28,7 @@ from proving.load_material import Material, Photo, collect_photos, survey
 from proving.load_stats import SKIPPED, Result, endpoint_stats, endpoint_table, kind, memory_table, timeline, timeline_table
 from proving.load_subjects import LoadSubjects
 from proving.memory import max_growth, memory_growth, sample_memory
+from proving.portable import portable
 
 # Mostly searches, as a gate or a kiosk sends them; enrolments outpace deletes so the pool of
 # identities stays full (see load_subjects); analyze and subject reads are the rarer calls.
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout_s, memory_every_s=args.memory_every_s, timeline_s=args.timeline_s, seed=args.seed,
     )
     report = asyncio.run(run_load(config, collect_photos(args.photos)))
-    report["command"] = " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else argv))
+    report["command"] = " ".join([Path(sys.argv[0]).name] + [portable(a) for a in (sys.argv[1:] if argv is None else argv)])
     print_report(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from proving.chaos import (
     ChaosRun, DownUp, Fault, KillCompactionJob, KillServeReplica, KillShardActor, Mixed, RestartS3, Target,
 )
+from proving.portable import portable
 from proving.seaweedfs import SeaweedS3
 from ufme_ray import cluster
 from ufme_ray.config import UfmeSettings
@@ -181,7 +182,7 @@ def main() -> int:
         results.append(run_storage(storage, args))
         print_table(results[-1])
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": platform.node(),
+    args.json.write_text(json.dumps({"args": {k: portable(v) for k, v in vars(args).items()}, "machine": platform.node(),
                                      "results": results}, indent=2))
     print(f"\nwrote {args.json}")
     return 1 if any(r["failed"] for r in results) else 0

@@ -10,6 +10,7 @@ import pytest
 
 from tests.unit.fake_http import FakeServer, ray_job, serve_job_api
 from tests.unit.k8s.conftest import echo_apply, secret, serve_discovery
+from tests.unit.k8s.documented import OVERRIDDEN_ARGS, OVERRIDDEN_AUTOSCALING, SHARDS
 from tests.unit.k8s.test_client import RS_PATH, path_of, rayservice_object, serve_status
 from ufme_ray.cli import main
 
@@ -44,17 +45,9 @@ def test_render_serve_config_only_is_what_serve_deploy_takes(tmp_path, layout):
     )
     expected = yaml.safe_load(layout.serve_config.read_text())
     (app,) = expected["applications"]
-    app["args"]["shard_num_cpus"] = 0
-    app["args"]["shard_resources"] = {"ufme_shard": 1}
-    app["args"]["settings"]["gallery"]["num_shards"] = 5
-    autoscaling = {
-        "Gateway": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 24},
-        "Detector": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
-        "Quality": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
-        "Liveness": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
-        "Embedder": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
-        "Searcher": {"min_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 16},
-    }
+    app["args"].update(OVERRIDDEN_ARGS["production"])
+    app["args"]["settings"]["gallery"]["num_shards"] = SHARDS["production"]
+    autoscaling = OVERRIDDEN_AUTOSCALING["production"]
     for deployment in app["deployments"]:
         deployment["autoscaling_config"] = autoscaling.get(deployment["name"], deployment["autoscaling_config"])
     assert config == expected

@@ -10,13 +10,13 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from tests.unit.k8s.conftest import REPO_ROOT
+from tests.unit.k8s.documented import OVERRIDDEN_ARGS, OVERRIDDEN_AUTOSCALING, SHARDS
 from ufme_ray.config import UfmeSettings
 from ufme_ray.k8s import render
 from ufme_ray.k8s.errors import RenderError
 from ufme_ray.serve_config import app_args
 
 ENVS = ("staging", "production")
-SHARDS = {"staging": 2, "production": 5}
 
 
 def one(manifests, kind, name=None):
@@ -48,25 +48,6 @@ def test_generated_files_are_up_to_date(layout):
 def test_base_serve_config_is_serve_config_yaml_verbatim(layout):
     base = render.kustomize(layout.kuberay_dir / "base")
     assert one(base, "RayService", "ufme")["spec"]["serveConfigV2"] == (REPO_ROOT / "serve_config.yaml").read_text()
-
-
-# The documented overrides, written out here (not read from serve-overrides.yaml nor merged by
-# render.apply_overrides): what each environment's serveConfigV2 must say on top of serve_config.yaml.
-OVERRIDDEN_ARGS = {
-    "staging": {"shard_num_cpus": 0, "shard_resources": {"ufme_shard": 1}},
-    "production": {"shard_num_cpus": 0, "shard_resources": {"ufme_shard": 1}},
-}
-OVERRIDDEN_AUTOSCALING = {
-    "staging": {},
-    "production": {
-        "Gateway": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 24},
-        "Detector": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
-        "Quality": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
-        "Liveness": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
-        "Embedder": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 8},
-        "Searcher": {"min_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 16},
-    },
-}
 
 
 @pytest.mark.parametrize("env", ENVS)
