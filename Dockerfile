@@ -26,7 +26,8 @@ RUN if [ "$ONNXRUNTIME" = gpu ]; then scripts/install_gpu_runtime.sh --no-cache-
  && ufme-ray models list >/dev/null
 
 # The local-profile Serve config, for `serve deploy` / `serve run` on a cluster made of this image
-# (on KubeRay the RayService's serveConfigV2 is used instead).
+# (on KubeRay the RayService's serveConfigV2 is used instead). The Gateway needs
+# UFME_AUDIT__SUBJECT_KEY (base64 of >= 32 random bytes) in the container's environment.
 COPY --chown=1000:100 serve_config.yaml ./
 
 ENV UFME_MODEL_DIR=/models \

@@ -16,7 +16,8 @@ For each size N in --sizes (dimension --dim), on a private local Ray cluster sta
    (IndexIVFPQ + fp16 IndexRefine per shard, one thread each, merged the same way; the two
    alternate query by query), recall@1 against exact brute force over all N (streamed block by
    block) and identity top-1, a shard's restore. Searches fan out to every shard actor and merge
-   as the Searcher does (`merge_subjects`, k = top_k x TEMPLATES_PER_SUBJECT). With
+   as the Searcher does (`search_subjects` per shard, `merge_subjects`; plain FAISS takes
+   k = top_k x SUBJECT_SEARCH_WIDTH, the shard's first search, enough with one template per subject). With
    --cold-compaction the shards are stopped while the final compaction builds and started from its
    snapshot afterwards (a cold start), so the build never shares RAM with their delta.
 5. Restore = SIGKILL of shard 0's process; Ray restarts it; time until `ready()`, with stats and
@@ -64,11 +65,11 @@ from ufme_ray.gallery.epochs import read_current, read_manifest
 from ufme_ray.gallery.index import choose_params, nprobe_for
 from ufme_ray.gallery.merge import Candidate, merge_subjects
 from ufme_ray.gallery.routing import shard_for
+from ufme_ray.gallery.shard import SUBJECT_SEARCH_WIDTH
 from ufme_ray.gallery.shard_types import SearchHit
 from ufme_ray.gallery.snapshot import ShardSnapshot, load_shard_snapshot
 from ufme_ray.gallery.storage import open_storage
 from ufme_ray.jobs.compact import Compaction
-from ufme_ray.serving.searcher import TEMPLATES_PER_SUBJECT
 from ufme_ray.serving.shard_actor import shard_actor_name, shard_handles
 
 NAMESPACE = "ufme-scale"  # the benchmark's own gallery, never the service's "ufme" actors
@@ -336,7 +337,7 @@ def load_snapshots(settings: UfmeSettings) -> list[ShardSnapshot]:
 
 def fan_out(actors: list, probe: np.ndarray) -> list[Candidate]:
     """One probe on every shard actor, merged to subjects: the Searcher's search without Serve."""
-    per_shard = ray.get([actor.search.remote(probe[None], TOP_K * TEMPLATES_PER_SUBJECT) for actor in actors])
+    per_shard = ray.get([actor.search_subjects.remote(probe[None], TOP_K) for actor in actors])
     return merge_subjects((hits[0] for hits in per_shard), TOP_K)
 
 
@@ -430,7 +431,7 @@ def time_searches(searches: dict[str, Callable[[np.ndarray], list[Candidate]]], 
 
 def measure_search(actors: list, probes: Probes, snapshots: list[ShardSnapshot] | None, settings: UfmeSettings) -> dict:
     """The actors' fan-out and, given the snapshots they serve, plain FAISS over them beside it."""
-    k = TOP_K * TEMPLATES_PER_SUBJECT
+    k = TOP_K * SUBJECT_SEARCH_WIDTH
     searches: dict[str, Callable[[np.ndarray], list[Candidate]]] = {"actors": lambda p: fan_out(actors, p)}
     # One OpenMP thread per shard search, as in an actor (Ray sets OMP_NUM_THREADS=1 there).
     with concurrent.futures.ThreadPoolExecutor(len(actors), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:

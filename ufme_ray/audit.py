@@ -44,6 +44,13 @@ class AuditRecord(BaseModel):
     gallery_epochs: list[int] = Field(default_factory=list)
     client: str | None = None
     detail: str | None = None
+    phase: Literal["intent", "answer"] = Field(
+        "answer",
+        description="intent: written before a change runs (outcome 'pending'), so that every durable change has a "
+        "record even when its answer's record cannot be written; answer: the request's outcome.",
+    )
+    count: int = Field(1, ge=1, description="Refusals aggregated into this record (see `orchestration.refusals`).")
+    first_time: float | None = Field(None, description="For an aggregate: when the first of its refusals came.")
 
 
 class CorruptAuditObjectError(RuntimeError):
@@ -60,12 +67,36 @@ class SubjectPseudonyms:
 
     @classmethod
     def from_settings(cls, settings) -> "SubjectPseudonyms":
-        encoded = None
+        """The pseudonyms of `settings` (AuditSettings). Raises ConfigError when no key is configured
+        and plain subject ids are not explicitly allowed, or when the key is unreadable or too short."""
+        from ufme_ray.config import ConfigError
+
+        encoded, source = None, None
         if settings.subject_key is not None:
-            encoded = settings.subject_key.get_secret_value()
+            encoded, source = settings.subject_key.get_secret_value().strip(), "audit.subject_key"
         elif settings.subject_key_file is not None:
-            encoded = Path(settings.subject_key_file).read_text().strip()
-        return cls(base64.b64decode(encoded) if encoded else None)
+            source = f"audit.subject_key_file {settings.subject_key_file}"
+            try:
+                encoded = Path(settings.subject_key_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {source}: {exc}") from exc
+        if not encoded:
+            if settings.allow_plain_subject_ids:
+                return cls(None)
+            problem = f"{source} is empty" if source else "no audit subject key is configured"
+            raise ConfigError(
+                f"{problem}: audit records would store raw subject ids, which stay in the trail after the subject is "
+                "erased. Set audit.subject_key (env UFME_AUDIT__SUBJECT_KEY: base64 of at least 32 random bytes, e.g. "
+                "`head -c 32 /dev/urandom | base64`) or audit.subject_key_file (a file holding it), or allow plain "
+                "ids explicitly with audit.allow_plain_subject_ids=true (env UFME_AUDIT__ALLOW_PLAIN_SUBJECT_IDS=true)"
+            )
+        try:
+            key = base64.b64decode("".join(encoded.split()), validate=True)
+        except ValueError as exc:
+            raise ConfigError(f"{source} is not valid base64: {exc}") from None
+        if len(key) < 32:
+            raise ConfigError(f"{source} decodes to {len(key)} bytes; the audit subject key must be at least 32 bytes")
+        return cls(key)
 
     def __call__(self, subject_id: str) -> str:
         if self._key is None:

@@ -1,15 +1,21 @@
 """One validated settings model for the whole engine.
 
-Sources, highest priority first: explicit keyword arguments, environment variables
-(`UFME_<FIELD>`, nested with `__`: `UFME_THRESHOLDS__SIMILARITY_MIN=0.5`), a YAML file
-(`UfmeSettings.from_yaml`). Every model forbids unknown keys so a typo fails at start instead
-of being silently ignored.
+Sources, highest priority first: explicit keyword arguments (CLI flags, a Serve config's
+`args.settings`), environment variables (`UFME_<FIELD>`, nested with `__`:
+`UFME_THRESHOLDS__SIMILARITY_MIN=0.5`), a YAML settings file (`--config`, else `UFME_CONFIG`), the
+defaults. On a Serve replica the live sections (`LiveConfig`) then take the Gateway's `user_config`
+on top, field by field (`LiveConfig.overlay`). docs/SETTINGS.md has the table. Every model forbids
+unknown keys so a typo fails at start instead of being silently ignored.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import ipaddress
+import os
+from collections.abc import Mapping
 
 import yaml
 from pydantic import (
@@ -92,11 +98,31 @@ Role = Literal["admin", "enrol", "search"]
 
 
 class ApiKeySpec(_Strict):
-    """One API key as the service stores it: an id (safe to log) and the sha256 of the secret."""
+    """One API key as the service stores it: an id (safe to log), the sha256 of the secret, the
+    galleries it may use and its quota."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="Public key id, recorded in the audit trail.")
     role: Role
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the whole key string.")
+    # Gallery ids follow the subject id rule (ufme_ray.gallery.ids.SUBJECT_ID_PATTERN), repeated here
+    # because the settings sit below the gallery in the import layers; a unit test keeps them equal.
+    galleries: (
+        Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@_-]{0,127}$")]], Field(min_length=1)]
+        | Literal["*"]
+    ) = Field("*", description="Galleries the key may use; '*' (the default, also for keys stored without it): all.")
+    rate: float | None = Field(
+        None, gt=0, description="Requests per second the key may send on average, all Gateway replicas together "
+        "(429 with Retry-After beyond); None: no quota."
+    )
+    burst: int | None = Field(
+        None, ge=1, description="Requests the key may send at once after being idle; None: the rate rounded up (at least 1)."
+    )
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self) -> "ApiKeySpec":
+        if self.burst is not None and self.rate is None:
+            raise ValueError(f"key {self.id!r}: burst is set without rate")
+        return self
 
 
 def _secret_json(secret: SecretStr, info) -> str:
@@ -110,6 +136,19 @@ class AuditSettings(_Strict):
 
     subject_key: SecretStr | None = Field(None, description="base64 of at least 32 random bytes (e.g. from a Secret).")
     subject_key_file: Path | None = Field(None, description="A file holding that base64 key (`ufme-ray up` creates one).")
+    allow_plain_subject_ids: bool = Field(
+        False,
+        description=(
+            "Without a key, store subject ids as they are. Off: such records keep an erased subject's id, "
+            "so the service refuses to start without subject_key or subject_key_file unless this is set."
+        ),
+    )
+    refusal_window_s: float = Field(
+        60.0, gt=0, le=3600, description="Refusals of one kind after the first in this window are written as one counted record."
+    )
+    refusal_max_kinds: int = Field(
+        100, ge=1, le=100_000, description="Kinds of refusal kept apart per window; beyond it key id and client fold into '*'."
+    )
 
     @field_serializer("subject_key", when_used="json")
     def _key_json(self, key: SecretStr | None, info) -> str | None:
@@ -133,6 +172,13 @@ class EncryptionSettings(_Strict):
         default_factory=dict,
         description="Key id -> base64 of 32 random bytes; keep old ids until a compaction has rewritten their objects.",
     )
+    accept_plaintext: bool = Field(
+        False,
+        description="Migration of a gallery written before encryption was on: also read its unencrypted objects "
+        "under events/ and snapshots/ (new objects are always encrypted; a compaction rewrites the rest). Remove it "
+        "once `ufme-ray encryption status` reports no plaintext objects left: from then on a plaintext object is "
+        "refused as planted. Ignored while key_id is None.",
+    )
 
     @field_serializer("keys", when_used="json")
     def _keys_json(self, keys: dict[str, SecretStr], info) -> dict[str, str]:
@@ -155,13 +201,35 @@ class DuplicatePolicy(_Strict):
         None, ge=-1, le=1, description="Similarity at which a face counts as that subject; None: the match threshold."
     )
 
+    def threshold_or(self, thresholds) -> float:
+        """This policy's threshold, or the match threshold in force (`thresholds.similarity_min`)."""
+        return self.threshold if self.threshold is not None else thresholds.similarity_min
+
 
 class LiveConfig(_Strict):
-    """What changes without restarting replicas (Serve `user_config`, applied by `reconfigure`)."""
+    """What changes without restarting replicas (Serve `user_config`, applied by `reconfigure`).
+
+    A `user_config` is partial: it changes only the fields it names (`overlay`), everything else
+    keeps the replica's settings (file < UFME_* < args.settings as resolved at deploy).
+    """
 
     thresholds: Thresholds = Field(default_factory=Thresholds)
     gates: GatePolicy = Field(default_factory=GatePolicy)
     duplicates: DuplicatePolicy = Field(default_factory=DuplicatePolicy)
+
+    def overlay(self, user_config: Mapping[str, Any] | None) -> "LiveConfig":
+        """This config with the fields `user_config` sets replaced (nested mappings merge key by key;
+        a list or a null replaces whole). None or {} changes nothing; an unknown key or a bad value
+        raises ValidationError, naming it."""
+        if user_config is None:
+            return self
+        if not isinstance(user_config, Mapping):
+            return LiveConfig.model_validate(user_config)  # raises: a user_config must be a mapping
+        return LiveConfig.model_validate(deep_merge(self.model_dump(), dict(user_config)))
+
+
+LIVE_SECTIONS = tuple(LiveConfig.model_fields)  # the settings sections a Serve user_config may change
+CONFIG_ENV = "UFME_CONFIG"  # the settings file every process reads when no --config is given
 
 
 class DetectionSettings(_Strict):
@@ -285,6 +353,31 @@ class CompactionSettings(_Strict):
     )
 
 
+class NetworkSettings(_Strict):
+    """Where requests come from. Applied when `ufme-ray up` starts the local Ray head (not per deploy):
+    Serve's HTTP proxy reads it from its environment as FORWARDED_ALLOW_IPS (`cluster.forwarded_allow_ips`)."""
+
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="IPs or CIDRs of the proxies in front of Serve (the ingress) whose X-Forwarded-For / "
+        "X-Forwarded-Proto count; from anyone else the peer address is the client (audit `client`). Empty: none.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        # uvicorn takes an entry it cannot parse (a CIDR with host bits set included) for a host name
+        # that no peer ever has, silently: refuse it here. Normalised, as uvicorn compares them.
+        normalised = []
+        for value in values:
+            try:
+                parsed = ipaddress.ip_network(value) if "/" in value else ipaddress.ip_address(value)
+            except ValueError as exc:
+                raise ValueError(f"trusted proxy {value!r} is not an IP address or CIDR: {exc}") from None
+            normalised.append(str(parsed))
+        return normalised
+
+
 def _default_data_dir() -> Path:
     # Absolute, so the CLI, Serve replicas and shard actors (whose working folders differ) agree.
     return Path.home() / ".local" / "share" / "ufme-ray"
@@ -332,6 +425,7 @@ class UfmeSettings(BaseSettings):
     demo_dir: Path | None = Field(
         None, description="Folder of <subject>/<image> photos that POST /api/v1/demo/load enrols."
     )
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
 
     @field_validator("storage_uri")
     @classmethod
@@ -351,6 +445,15 @@ class UfmeSettings(BaseSettings):
         """These settings for another process of the cluster (replicas, shard actors, jobs), secrets included."""
         return self.model_dump_json(context={"reveal_secrets": True})
 
+    def explicit_values(self) -> dict[str, Any]:
+        """Only what a source set (file, UFME_*, overrides), as JSON-ready values, secrets included:
+        what `ufme-ray up` forwards so the cluster's defaults and profile fill only the rest."""
+        return self.model_dump(mode="json", exclude_unset=True, context={"reveal_secrets": True})
+
+    def live_config(self) -> LiveConfig:
+        """The live sections of these settings: what a replica applies before any `user_config`."""
+        return LiveConfig(thresholds=self.thresholds, gates=self.gates, duplicates=self.duplicates)
+
     @property
     def resolved_storage_uri(self) -> str:
         if self.storage_uri is not None:
@@ -359,11 +462,14 @@ class UfmeSettings(BaseSettings):
 
     @classmethod
     def load(cls, yaml_path: str | Path | None = None, **overrides: Any) -> "UfmeSettings":
-        """Build settings from an optional YAML file, the environment and overrides.
+        """Build settings from a YAML file, the environment and overrides (each outranks the one before).
 
+        The file is `yaml_path` (a `--config` flag) or else the one UFME_CONFIG names: the flag wins.
         Raises ConfigError with every bad field named.
         """
         values: dict[str, Any] = {}
+        if yaml_path is None or str(yaml_path) == "":
+            yaml_path = os.environ.get(CONFIG_ENV) or None
         if yaml_path is not None:
             try:
                 loaded = yaml.safe_load(Path(yaml_path).read_text())

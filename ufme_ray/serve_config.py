@@ -13,9 +13,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError
 
 from ufme_ray import execution_providers
-from ufme_ray.config import ConfigError, GallerySettings, RuntimeSettings
+from ufme_ray.config import ConfigError, GallerySettings, RuntimeSettings, UfmeSettings
 
 APP_NAME = "ufme"  # the application's name in the Serve config
+GATEWAY_DEPLOYMENT = "Gateway"  # the deployment whose user_config is the live settings (config.LiveConfig)
 # The stage deployments of the application (serving/app.py binds them) and the stage each runs.
 STAGE_DEPLOYMENTS = {"Detector": "detector", "Quality": "quality", "Liveness": "liveness", "Morph": "morph",
                      "Embedder": "embedder"}
@@ -27,12 +28,22 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     settings: dict[str, Any] = Field(
         default_factory=dict,
-        description="UfmeSettings overrides; unset keys come from UFME_* variables in the replicas' environment.",
+        description="UfmeSettings overrides; unset keys come from the UFME_* variables, then the UFME_CONFIG file, "
+        "of the process that builds the application (`resolve_settings`), then the defaults.",
     )
     shard_num_cpus: NonNegativeFloat = Field(0.1, description="CPUs reserved by each shard actor.")
     shard_resources: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources a shard actor needs (pins shards to shard nodes)."
     )
+
+    def resolve_settings(self) -> UfmeSettings:
+        """The settings every deployment of the application gets (as `transport_json`): the defaults <
+        the UFME_CONFIG file < UFME_* < these args' `settings`, in the process that builds the app.
+        Live sections then take the Gateway's `user_config` on top, per replica (`LiveConfig.overlay`).
+
+        Raises ConfigError naming every bad field.
+        """
+        return UfmeSettings.load(**self.settings)
 
     @property
     def num_shards(self) -> int:

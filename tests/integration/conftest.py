@@ -22,6 +22,8 @@ import ray
 from tests.conftest import REPO_ROOT
 from ufme_ray import cluster
 from ufme_ray.serving.auth import key_digest, new_key
+from ufme_ray.serving.rate_limiter import RATE_LIMITER_NAME
+from ufme_ray.serving.sequencer import SEQUENCER_NAME
 from ufme_ray.serving.shard_actor import NAMESPACE, shard_actor_name
 
 NUM_SHARDS = 2
@@ -34,6 +36,8 @@ def free_port() -> int:
 
 
 ROLES = ("admin", "enrol", "search")
+# A search key with a quota (`service.client_for(RATED)`): 2 requests at once, then one per 10 s.
+RATED, RATED_QUOTA = "test-rated", {"rate": 0.1, "burst": 2}
 
 
 class Service:
@@ -77,7 +81,7 @@ class Service:
 def ray_session(tmp_path_factory):
     """A fresh local cluster (2 CPUs) with its own temp folder and ports, even beside `ufme-ray up`'s
     or another test session's: started like `ufme-ray up` starts one (`ray start --head`, token
-    auth), because ray.init cannot move the dashboard agent off its fixed port 52365 and a second
+    auth, no trusted proxy: `network.trusted_proxies` is empty by default), because ray.init cannot move the dashboard agent off its fixed port 52365 and a second
     cluster on that port cannot run jobs ("No available agent")."""
     gcs_port, dashboard_port, metrics_port, agent_port = (free_port() for _ in range(4))
     temp_dir = Path(tempfile.mkdtemp(prefix="ufme-rt-", dir="/tmp"))
@@ -101,6 +105,8 @@ def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> 
     storage_uri = (data_dir / "store").as_uri()
     port = free_port()
     keys = {role: new_key(f"test-{role}") for role in ROLES}
+    keys[RATED] = new_key(RATED)
+    rated_key = {"id": RATED, "role": "search", "sha256": key_digest(keys[RATED]), **RATED_QUOTA}
     config = cluster.render_serve_config(
         REPO_ROOT / "serve_config.yaml",
         {
@@ -109,7 +115,7 @@ def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> 
             "storage_uri": storage_uri,
             "demo_dir": str(faces_dir / "lfw"),
             "gallery": {"num_shards": NUM_SHARDS},
-            "auth": {"keys": [{"id": f"test-{role}", "role": role, "sha256": key_digest(key)} for role, key in keys.items()]},
+            "auth": {"keys": [{"id": f"test-{role}", "role": role, "sha256": key_digest(keys[role])} for role in ROLES] + [rated_key]},
             "audit": {"subject_key": base64.b64encode(os.urandom(32)).decode()},
         },
     )
@@ -120,8 +126,9 @@ def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> 
     svc.wait_ready()
     yield svc
     dashboard.shutdown()
-    for index in range(NUM_SHARDS):
+    detached = [shard_actor_name(index) for index in range(NUM_SHARDS)] + [SEQUENCER_NAME, RATE_LIMITER_NAME]
+    for name in detached:
         try:
-            ray.kill(svc.shard(index), no_restart=True)
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         except ValueError:
             pass

@@ -453,7 +453,8 @@ def test_enrolments_and_deletes_during_compaction(gallery, jobs, names):
     try:
         job["id"] = start_job(jobs, gallery, delay_commit_s=2)  # a slow build: writes go on meanwhile
         summary = compacted(finish_job(jobs, job["id"]))
-        time.sleep(0.5)  # a few more writes after the swap
+        swapped = len(acked)
+        wait_for(lambda: len(acked) >= swapped + 5, 60, "writes after the swap")
     finally:
         stop.set()
         for thread in threads:

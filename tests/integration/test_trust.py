@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -121,6 +122,43 @@ def test_duplicate_face_under_another_subject(service, live_pairs):
         service.http.delete("/api/v1/subjects/dup-original")
 
 
+def test_one_face_enrolled_at_once_under_many_ids_is_enrolled_once(service, live_pairs):
+    photo = live_pairs[1][0].read_bytes()
+    subjects = [f"race-{i}" for i in range(8)]
+
+    def enrol(subject_id):
+        return service.http.post(f"/api/v1/subjects/{subject_id}/faces", files={"image": ("a.jpg", photo)})
+
+    try:
+        with ThreadPoolExecutor(len(subjects)) as pool:
+            answers = dict(zip(subjects, pool.map(enrol, subjects)))
+        statuses = sorted(a.status_code for a in answers.values())
+        assert statuses == [201] + [409] * 7, {s: a.text for s, a in answers.items()}
+        [winner] = [s for s, a in answers.items() if a.status_code == 201]
+        assert {a.json()["error"]["details"]["subject_id"] for a in answers.values() if a.status_code == 409} == {winner}
+        assert [s for s in subjects if service.http.get(f"/api/v1/subjects/{s}").status_code == 200] == [winner]
+    finally:
+        for subject_id in subjects:
+            service.http.delete(f"/api/v1/subjects/{subject_id}")
+
+
+def test_a_retried_enrolment_adds_one_template_however_often_it_is_sent(service, live_pairs):
+    photo = live_pairs[1][0].read_bytes()
+    headers = {"Idempotency-Key": f"retry-{time.time_ns()}"}
+
+    def enrol(_):
+        return service.http.post("/api/v1/subjects/retried/faces", files={"image": ("a.jpg", photo)}, headers=headers)
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(enrol, range(4)))
+        assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+        assert len({a.json()["template_id"] for a in answers}) == 1
+        assert len(service.http.get("/api/v1/subjects/retried").json()["templates"]) == 1
+    finally:
+        service.http.delete("/api/v1/subjects/retried")
+
+
 def test_candidates_carry_estimated_far(service, live_pairs):
     photos = live_pairs[1]
     assert service.http.post("/api/v1/subjects/far-probe/faces", files={"image": ("a.jpg", photos[0].read_bytes())}).status_code == 201
@@ -153,13 +191,13 @@ def test_audit_records_every_operation_durably(service, live_pairs, faces_dir: P
         by_operation.setdefault(record["operation"], []).append(record)
     assert {"enrol", "identify", "verify", "delete"} <= set(by_operation)
     about = service.http.get("/api/v1/audit", params={"since": started, "subject_id": "audited"}).json()["records"]
-    enrolled = [r for r in about if r["operation"] == "enrol"]
-    # The outcome is the status the client got: 201 for an enrolment.
-    assert enrolled and enrolled[0]["key_id"] == "test-enrol" and enrolled[0]["outcome"] == "201"
-    assert enrolled[0]["thresholds"]["similarity_min"] == 0.45
+    enrolled = [(r["phase"], r["outcome"], r["key_id"]) for r in about if r["operation"] == "enrol"]
+    # A change is recorded before it runs; the answer's outcome is the status the client got.
+    assert enrolled == [("intent", "pending", "test-enrol"), ("answer", "201", "test-enrol")]
+    assert all(r["thresholds"]["similarity_min"] == 0.45 for r in about)
     assert {r["operation"] for r in about} >= {"enrol", "verify", "delete"}
     spoofs = service.http.get("/api/v1/audit", params={"since": started, "subject_id": "spoof"}).json()["records"]
-    assert spoofs and spoofs[0]["outcome"] == "422" and spoofs[0]["detail"] == "liveness_gate_failed"
+    assert [(r["outcome"], r["detail"]) for r in spoofs] == [("pending", None), ("422", "liveness_gate_failed")]
     assert any(r["key_id"] == "test-search" and r["decisions"] for r in by_operation["identify"])
     assert page["records"][0]["client"] == "127.0.0.1"
 
@@ -169,9 +207,13 @@ def test_audit_records_every_operation_durably(service, live_pairs, faces_dir: P
     subject_page = service.http.get("/api/v1/audit", params={"since": started, "subject_id": "audited", "limit": 2}).json()
     assert subject_page["total"] >= 3 and len(subject_page["records"]) == 2
 
+    # Reads of the trail are recorded too (after their answer is computed).
+    reads = service.http.get("/api/v1/audit", params={"since": started, "operation": "audit_read"}).json()
+    assert reads["total"] == 5
+
     # Durable: the records are in storage, and survive the gateway being killed and restarted.
     stored, total = read_records(open_storage(service.storage_uri), since=started, limit=1000)
-    assert total == page["total"]
+    assert total == service.http.get("/api/v1/audit", params={"since": started}).json()["total"]
     gateway = next(a for a in ray.util.list_named_actors(all_namespaces=True) if "Gateway" in a["name"])
     ray.kill(ray.get_actor(gateway["name"], namespace=gateway["namespace"]), no_restart=False)
     deadline = time.monotonic() + 120

@@ -68,3 +68,76 @@ def test_file_must_be_a_mapping(tmp_path: Path):
     config.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         UfmeSettings.load(config)
+
+
+# --- one precedence order (docs/SETTINGS.md): defaults < file < UFME_* < overrides < user_config ------
+
+
+def test_ufme_config_is_the_settings_file_and_the_flag_wins(tmp_path: Path, monkeypatch):
+    """UFME_CONFIG is read by every process that loads settings (not only the compaction job);
+    --config (the explicit path) names the same thing and wins over it; UFME_* beat both."""
+    by_env, by_flag = tmp_path / "env.yaml", tmp_path / "flag.yaml"
+    by_env.write_text("duplicates: {action: warn}\nmodels: {liveness: []}\n")
+    by_flag.write_text("duplicates: {action: allow}\n")
+    monkeypatch.setenv("UFME_CONFIG", str(by_env))
+    settings = UfmeSettings.load()
+    assert settings.duplicates.action == "warn" and settings.models.liveness == []
+    assert UfmeSettings.load(by_flag).duplicates.action == "allow"
+    assert UfmeSettings.load(by_flag).models.liveness == ["minifasnet_v2", "minifasnet_v1se"]  # not both files
+    monkeypatch.setenv("UFME_DUPLICATES__ACTION", "reject")
+    assert UfmeSettings.load().duplicates.action == "reject"
+    monkeypatch.setenv("UFME_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        UfmeSettings.load()
+
+
+def test_a_partial_user_config_changes_only_what_it_names():
+    from ufme_ray.config import LiveConfig
+
+    settings = UfmeSettings.load(
+        duplicates={"action": "warn", "threshold": 0.6},
+        thresholds={"detection_min": 0.7, "similarity_min": 0.3},
+        gates={"enrol": ["quality"]},
+    )
+    base = settings.live_config()
+    assert base.overlay({}) == base and base.overlay(None) == base
+    live = base.overlay({"thresholds": {"similarity_min": 0.5}, "gates": {"identify": []}})
+    assert live.thresholds.similarity_min == 0.5  # what user_config names wins
+    assert live.thresholds.detection_min == 0.7  # the same section's other fields keep the settings'
+    assert live.duplicates == settings.duplicates  # a section it leaves out is not reset to the defaults
+    assert live.gates.enrol == ["quality"] and live.gates.identify == []
+    # An explicit null is a value: back to the manifest's default for that threshold.
+    assert base.overlay({"thresholds": {"detection_min": None}}).thresholds.detection_min is None
+    # The overlay is laid over the settings, never over an earlier overlay.
+    assert live.overlay({}) == live and base.overlay({"gates": {}}).gates.identify == ["liveness", "morph"]
+
+
+@pytest.mark.parametrize(
+    "user_config, field",
+    [
+        ({"thresholdz": {}}, "thresholdz"),
+        ({"duplicates": {"acton": "warn"}}, "duplicates.acton"),
+        ({"duplicates": {"action": "maybe"}}, "duplicates.action"),
+        ({"thresholds": 0.5}, "thresholds"),
+        ({"max_batch_size": 8}, "max_batch_size"),
+    ],
+)
+def test_a_user_config_stays_strict(user_config, field):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        UfmeSettings.load().live_config().overlay(user_config)
+    assert field in {".".join(map(str, e["loc"])) for e in caught.value.errors()}
+
+
+def test_explicit_values_are_what_a_source_set_with_secrets(monkeypatch):
+    key = "A" * 43 + "="
+    monkeypatch.setenv("UFME_THRESHOLDS__QUALITY_MIN", "0.2")
+    settings = UfmeSettings.load(encryption={"key_id": "k1", "keys": {"k1": key}}, models={"liveness": []})
+    explicit = settings.explicit_values()
+    assert explicit == {
+        "thresholds": {"quality_min": 0.2},
+        "encryption": {"key_id": "k1", "keys": {"k1": key}},  # a replica needs the key itself, not ****
+        "models": {"liveness": []},
+    }
+    assert UfmeSettings.load(**explicit) == settings

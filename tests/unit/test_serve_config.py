@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from ufme_ray.config import ConfigError
-from ufme_ray.serve_config import app_args, gpu_placement_problems
+from ufme_ray.serve_config import AppArgs, app_args, gpu_placement_problems
 
 
 def test_the_repo_serve_config():
@@ -70,3 +71,20 @@ def test_gpu_reservations_and_providers_must_agree(runtime, num_gpus, problems):
 def test_gpu_placement_refuses_invalid_runtime_settings():
     with pytest.raises(ConfigError, match="unknown execution provider CUDA"):
         gpu_placement_problems(gpu_config({"providers": ["CUDA"]}, Detector=0.2))
+
+
+def test_the_app_resolves_file_then_environment_then_args(tmp_path, monkeypatch):
+    """What build_app gives every deployment: defaults < UFME_CONFIG < UFME_* < args.settings."""
+    for key in [k for k in os.environ if k.startswith("UFME_")]:
+        monkeypatch.delenv(key)
+    settings_file = tmp_path / "ufme.yaml"
+    settings_file.write_text(
+        "duplicates: {action: warn}\nthresholds: {detection_min: 0.7, quality_min: 0.2}\ngallery: {num_shards: 4}\n"
+    )
+    monkeypatch.setenv("UFME_CONFIG", str(settings_file))
+    monkeypatch.setenv("UFME_THRESHOLDS__QUALITY_MIN", "0.25")
+    args = AppArgs.model_validate({"settings": {"gallery": {"num_shards": 3}}})
+    settings = args.resolve_settings()
+    assert settings.duplicates.action == "warn" and settings.thresholds.detection_min == 0.7  # the file
+    assert settings.thresholds.quality_min == 0.25  # UFME_* over the file
+    assert settings.gallery.num_shards == 3  # args.settings over both

@@ -91,7 +91,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
-    up = commands.add_parser("up", help="start (or use) a Ray cluster, deploy the service, wait until ready")
+    up = commands.add_parser(
+        "up", help="start (or use) a Ray cluster, deploy the service, wait until ready",
+        description="Deploys serve_config.yaml with every setting the settings file (--config, else UFME_CONFIG), "
+        "the UFME_* environment and these flags set laid over it, live ones (thresholds, gates, duplicates) "
+        "into the Gateway's user_config too (docs/SETTINGS.md).",
+    )
     up.add_argument("--address", help="dashboard URL of an existing cluster (default: start a local head)")
     up.add_argument("--serve-config", type=Path, help="Serve config (default: ./serve_config.yaml)")
     up.add_argument("--num-cpus", type=int, help="CPUs of the local head (default: all)")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -24,13 +25,28 @@ import psutil
 import yaml
 
 from ufme_ray.config import deep_merge
-from ufme_ray.serve_config import APP_NAME
+from ufme_ray.serve_config import APP_NAME, GATEWAY_DEPLOYMENT
 
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 # Its own Ray temp folder: Ray resolves "the local cluster" (for job drivers too) through
 # <temp>/ray_current_cluster, so sharing /tmp/ray with another local cluster mixes them up.
 LOCAL_TEMP_DIR = Path("/tmp/ufme-ray")
+
+
+# Serve's HTTP proxy (uvicorn, proxy headers on) takes the client address from X-Forwarded-For only
+# when the peer is one of FORWARDED_ALLOW_IPS in its environment, which it inherits from `ray start`;
+# unset, uvicorn trusts 127.0.0.1 and ::1, so any local caller could name any client in the audit trail.
+FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
+# Trusts no host: uvicorn (_TrustedHosts) takes an entry that is neither an IP nor a CIDR for a host
+# name, compared only with a peer that is not an IP, and a TCP peer always is. Not "": an empty value
+# is too easily taken for unset, and unset means the loopback default.
+TRUST_NO_PROXY = "none"
+
+
+def forwarded_allow_ips(trusted_proxies: Sequence[str]) -> str:
+    """FORWARDED_ALLOW_IPS for `network.trusted_proxies` (IPs and CIDRs, validated by the settings)."""
+    return ",".join(trusted_proxies) or TRUST_NO_PROXY
 
 
 def cluster_temp_dir() -> Path:
@@ -69,12 +85,13 @@ def ensure_auth_token() -> str:
 
 def start_local_head(
     *, num_cpus: int | None, gcs_port: int, dashboard_port: int, metrics_port: int, agent_port: int,
-    temp_dir: Path | None = None,
+    temp_dir: Path | None = None, trusted_proxies: Sequence[str] = (),
 ) -> None:
     """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default).
 
     The dashboard agent (which runs submitted jobs) gets its own port instead of Ray's fixed
     default 52365, so another local cluster (a test session) can still run jobs beside this one.
+    Forwarded headers count only from `trusted_proxies` (`network.trusted_proxies`; none by default).
     """
     _check_port_free(gcs_port, "--gcs-port")
     _check_port_free(dashboard_port, "--dashboard-port")
@@ -87,7 +104,8 @@ def start_local_head(
         command.append(f"--num-cpus={num_cpus}")
     if temp_dir is not None:
         command.append(f"--temp-dir={temp_dir}")
-    result = subprocess.run(command, capture_output=True, text=True, env=auth_env())
+    env = {**auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise ClusterError(f"`ray start --head` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
 
@@ -189,14 +207,27 @@ class DashboardClient:
         self._check(self._http.delete("/api/serve/applications/"), "shutdown")
 
 
-def render_serve_config(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """serve_config.yaml with `settings` merged into the ufme application's args.settings."""
+def render_serve_config(path: Path, settings: dict[str, Any], live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """serve_config.yaml with `settings` merged into the ufme application's args.settings and `live`
+    (sections of `LiveConfig`) merged into its Gateway's user_config, key by key.
+
+    The file is the profile; what is merged in replaces its values. `live` matters because a
+    user_config outranks the settings on every replica: a threshold the file's user_config pins
+    would otherwise shadow the same threshold given in args.settings.
+    """
     config = yaml.safe_load(path.read_text())
     rendered = copy.deepcopy(config)
     for app in rendered["applications"]:
         if app["name"] == APP_NAME:
             args = app.setdefault("args", {})
-            args["settings"] = deep_merge(args.get("settings", {}), settings)
+            args["settings"] = deep_merge(args.get("settings") or {}, settings)
+            if live:
+                deployments = app.setdefault("deployments", [])
+                gateway = next((d for d in deployments if d.get("name") == GATEWAY_DEPLOYMENT), None)
+                if gateway is None:
+                    gateway = {"name": GATEWAY_DEPLOYMENT}
+                    deployments.append(gateway)
+                gateway["user_config"] = deep_merge(gateway.get("user_config") or {}, live)
     return rendered
 
 

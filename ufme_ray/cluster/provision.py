@@ -18,7 +18,7 @@ from typing import Any
 
 from ufme_ray import cluster
 from ufme_ray.client import ADMIN_KEY_FILE, KEYS_FILE
-from ufme_ray.config import ConfigError, UfmeSettings
+from ufme_ray.config import LIVE_SECTIONS, ConfigError, UfmeSettings, deep_merge
 from ufme_ray.serving.auth import add_key_to_file, write_secret_file
 
 Report = Callable[[str], None]
@@ -50,32 +50,49 @@ def find_serve_config(given: Path | None) -> Path:
 
 
 def service_settings(settings: UfmeSettings, *, shards: int | None, report: Report) -> dict[str, Any]:
-    """The Serve app's settings overrides: absolute paths of this machine, and the data folder's
-    secrets, created on the first `up` (the admin key is reported once, then only stored)."""
+    """The Serve app's settings overrides: every value the settings file, the UFME_* environment
+    and the flags of `up` set (secrets included: the replicas need them), with absolute paths of
+    this machine, and the data folder's secrets, created on the first `up` (the admin key is
+    reported once, then only stored). What none of them set stays the Serve config's, then the
+    cluster's, then the default."""
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    overrides: dict[str, Any] = {
+    paths: dict[str, Any] = {
         "model_dir": str(Path(settings.model_dir).resolve()),
         "data_dir": str(data_dir),
         "storage_uri": settings.resolved_storage_uri,
     }
+    if settings.model_manifest is not None:
+        paths["model_manifest"] = str(settings.model_manifest.resolve())
     if settings.demo_dir is not None:
-        overrides["demo_dir"] = str(settings.demo_dir.resolve())
+        paths["demo_dir"] = str(settings.demo_dir.resolve())
     if shards is not None:
-        overrides["gallery"] = {"num_shards": shards}
+        paths["gallery"] = {"num_shards": shards}
     keys_file = Path(settings.auth.keys_file or data_dir / KEYS_FILE).resolve()
-    overrides["auth"] = {"keys_file": str(keys_file)}
+    paths["auth"] = {"keys_file": str(keys_file)}
+    overrides = deep_merge(settings.explicit_values(), paths)
     audit_key_file = data_dir / "audit-subject.key"
     if settings.audit.subject_key is None and settings.audit.subject_key_file is None:
         if not audit_key_file.exists():
             write_secret_file(audit_key_file, base64.b64encode(os.urandom(32)).decode())
-        overrides["audit"] = {"subject_key_file": str(audit_key_file)}
+        overrides["audit"] = {**overrides.get("audit", {}), "subject_key_file": str(audit_key_file)}
+    elif settings.audit.subject_key_file is not None:
+        overrides["audit"] = {**overrides["audit"], "subject_key_file": str(settings.audit.subject_key_file.resolve())}
     admin_key_file = data_dir / ADMIN_KEY_FILE
     if not admin_key_file.exists():
         key = add_key_to_file(keys_file, "admin", "admin")
         write_secret_file(admin_key_file, key)
         report(f"created the admin API key (shown once; stored for the CLI in {admin_key_file}, mode 0600):\n  {key}")
     return overrides
+
+
+def render_for_up(serve_config: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The Serve config `up` deploys: `serve_config` (the profile) with `overrides` (`service_settings`)
+    in args.settings, and their live sections also in the Gateway's user_config, so a threshold or
+    policy the settings file or UFME_* give wins over the profile's user_config as it does over its
+    args.settings (docs/SETTINGS.md)."""
+    live = {section: overrides[section] for section in LIVE_SECTIONS if section in overrides}
+    return cluster.render_serve_config(serve_config, overrides, live)
 
 
 def up(
@@ -96,12 +113,18 @@ def up(
     Raises ConfigError (settings, serve config), ClusterError (ray start, deploy, not ready in
     `timeout_s`), OSError (the data folder).
     """
-    config = cluster.render_serve_config(find_serve_config(serve_config), service_settings(settings, shards=shards, report=report))
+    config = render_for_up(find_serve_config(serve_config), service_settings(settings, shards=shards, report=report))
     config.setdefault("http_options", {})["port"] = port
     token = cluster.ensure_auth_token()
     if address is None:
         report(f"starting a local Ray head (token auth on, metrics on port {head.metrics_port}) ...")
-        cluster.start_local_head(**{f.name: getattr(head, f.name) for f in dataclasses.fields(head)})
+        cluster.start_local_head(
+            **{f.name: getattr(head, f.name) for f in dataclasses.fields(head)},
+            trusted_proxies=settings.network.trusted_proxies,
+        )
+    elif settings.network.trusted_proxies:
+        report(f"network.trusted_proxies applies where a node starts: give each node's `ray start` "
+               f"{cluster.FORWARDED_ALLOW_IPS}={cluster.forwarded_allow_ips(settings.network.trusted_proxies)}")
     dashboard = address or head.dashboard_url
     report(f"deploying the Serve application to {dashboard} ...")
     cluster.DashboardClient(dashboard, token).deploy(config)

@@ -72,6 +72,20 @@ def build_memory_bytes(rows: int, dim: int) -> int:
     return 3 * rows * dim * 4 + (384 << 20)
 
 
+def _live_requests(
+    base_requests: dict[int, bytes], base_live: np.ndarray, log_requests: dict[int, bytes], log_live: np.ndarray,
+    target: np.ndarray,
+) -> dict[int, bytes]:
+    """The request keys of live rows, by final row (`target` maps live rows, base then log, to it)."""
+    kept: dict[int, bytes] = {}
+    for rows, live, offset in ((base_requests, base_live, 0), (log_requests, log_live, int(base_live.sum()))):
+        rank = np.cumsum(live) - 1
+        for row, request in rows.items():
+            if live[row]:
+                kept[int(target[offset + rank[row]])] = request
+    return kept
+
+
 def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
     """Apply the shard's log after `base.watermark` to `base`: the live rows and their vectors.
 
@@ -83,6 +97,7 @@ def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
     # Pass 1: metadata only.
     seqs, template_ids, quality, enrolled_at = array("q"), array("q"), array("f"), array("d")
     subjects: list[str] = []
+    requests: dict[int, bytes] = {}  # position among the logged enrolments -> request key
     last_delete: dict[str, int] = {}
     counter = base.next_template_counter
     for seq, event in reader.read(base.watermark):
@@ -91,6 +106,8 @@ def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
             template_ids.append(event.template_id)
             quality.append(event.quality)
             enrolled_at.append(event.timestamp)
+            if event.request is not None:
+                requests[len(subjects)] = event.request
             subjects.append(event.subject_id)
             counter = max(counter, template_counter(event.template_id) + 1)
         else:
@@ -147,6 +164,7 @@ def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
         )[order],
         subjects=all_subjects,
         starts=np.searchsorted(codes[order], np.arange(len(all_subjects) + 1), side="left").astype(np.int64),
+        requests=_live_requests(base_rows.requests, base_live, requests, log_live, target),
     )
     logger.info(
         "shard %d live set through seq %d: %d rows (%d from snapshot epoch %d, %d of %d logged enrolments)",

@@ -12,6 +12,7 @@ Segment layout (little-endian), written once and never changed:
 
     payload u64 seq | u8 kind | f64 timestamp | u16 len | subject_id utf-8
             enrol only: i64 template_id | f32 quality | u32 dim | dim × f32 vector
+            keyed enrol only (kind 3): then 32 bytes request (see `EnrolEvent.request`)
 
 Every record carries its own checksum, so a reader names the first damaged record; the footer
 makes a segment cut at a record boundary (a torn write) as detectable as one cut mid-record.
@@ -38,6 +39,10 @@ _ENROL_TAIL = struct.Struct("<qfI")
 _FOOTER = struct.Struct("<8sIQ")
 _KIND_ENROL = 1
 _KIND_DELETE = 2
+# An enrolment made under a request key; its own kind so that segments written before keys
+# existed decode unchanged.
+_KIND_ENROL_KEYED = 3
+REQUEST_BYTES = 32
 
 
 class EventLogError(RuntimeError):
@@ -70,7 +75,9 @@ class EnrolEvent:
     """One template enrolled: its id (unique across shards), subject, float32 vector, quality, time.
 
     The vector is stored as given (the shard L2-normalises before it creates the event) and made
-    read-only so the event stays immutable.
+    read-only so the event stays immutable. `request`, when given, is the enrolment's request key
+    (16 bytes naming the request, 16 bytes fingerprinting what it asked for; `shard_types.RequestKey`)
+    so that a retry of the same request finds this template instead of adding another.
     """
 
     template_id: int
@@ -78,6 +85,7 @@ class EnrolEvent:
     vector: np.ndarray
     quality: float
     timestamp: float
+    request: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_subject(self.subject_id)
@@ -91,6 +99,8 @@ class EnrolEvent:
             raise ValueError("vector holds NaN or infinity")
         if not math.isfinite(self.quality):
             raise ValueError(f"quality must be finite, got {self.quality!r}")
+        if self.request is not None and (not isinstance(self.request, bytes) or len(self.request) != REQUEST_BYTES):
+            raise ValueError(f"request must be {REQUEST_BYTES} bytes, got {self.request!r}")
         frozen = vector.copy() if vector.flags.writeable else vector
         frozen.setflags(write=False)
         object.__setattr__(self, "template_id", int(self.template_id))
@@ -106,6 +116,7 @@ class EnrolEvent:
             and self.subject_id == other.subject_id
             and np.float32(self.quality) == np.float32(other.quality)
             and self.timestamp == other.timestamp
+            and self.request == other.request
             and np.array_equal(self.vector, other.vector)
         )
 
@@ -145,12 +156,14 @@ def encode_event(seq: int, event: Event) -> bytes:
     subject = event.subject_id.encode("utf-8")
     if isinstance(event, EnrolEvent):
         vector = event.vector.astype("<f4", copy=False)
+        kind = _KIND_ENROL if event.request is None else _KIND_ENROL_KEYED
         payload = b"".join(
             (
-                _PAYLOAD_HEAD.pack(seq, _KIND_ENROL, event.timestamp, len(subject)),
+                _PAYLOAD_HEAD.pack(seq, kind, event.timestamp, len(subject)),
                 subject,
                 _ENROL_TAIL.pack(event.template_id, event.quality, vector.size),
                 vector.tobytes(),
+                event.request or b"",
             )
         )
     elif isinstance(event, DeleteEvent):
@@ -231,15 +244,18 @@ def _decode_payload(payload: memoryview, name: str, index: int) -> tuple[int, Ev
             if pos != len(payload):
                 raise ValueError("delete record has trailing bytes")
             return seq, DeleteEvent(subject_id=subject_id, timestamp=timestamp)
-        if kind != _KIND_ENROL:
+        if kind not in (_KIND_ENROL, _KIND_ENROL_KEYED):
             raise ValueError(f"unknown event kind {kind}")
         template_id, quality, dim = _ENROL_TAIL.unpack_from(payload, pos)
         pos += _ENROL_TAIL.size
-        if pos + 4 * dim != len(payload):
+        request_len = REQUEST_BYTES if kind == _KIND_ENROL_KEYED else 0
+        if pos + 4 * dim + request_len != len(payload):
             raise ValueError(f"vector of {dim} floats does not fill the record")
         vector = np.frombuffer(payload, dtype="<f4", count=dim, offset=pos).astype(np.float32)
+        request = bytes(payload[pos + 4 * dim :]) if request_len else None
         event = EnrolEvent(
-            template_id=template_id, subject_id=subject_id, vector=vector, quality=quality, timestamp=timestamp
+            template_id=template_id, subject_id=subject_id, vector=vector, quality=quality, timestamp=timestamp,
+            request=request,
         )
         return seq, event
     except (struct.error, UnicodeDecodeError, ValueError) as exc:

@@ -30,12 +30,22 @@ from ufme_ray.gallery.locks import RWLock
 from ufme_ray.gallery.log import CorruptLogError, EventLog
 from ufme_ray.gallery.manifest import CorruptSnapshotError
 from ufme_ray.gallery.object_log import ObjectStoreEventLog
+from ufme_ray.gallery.requests import RequestLedger, repeats
 from ufme_ray.gallery.routing import MAX_SHARDS, make_template_id, shard_for, template_counter
 from ufme_ray.gallery.shard_types import Enrolment, SearchHit, ShardFailedError, ShardStats, TemplateInfo, WrongShardError
 from ufme_ray.gallery.snapshot import ShardSnapshot, load_current_snapshot, load_shard_snapshot
 from ufme_ray.gallery.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
+
+# search_subjects starts with this many templates per subject asked for, and doubles while short.
+SUBJECT_SEARCH_WIDTH = 4
+
+
+def _best_per_subject(hits: list[SearchHit]) -> list[SearchHit]:
+    """The first (best) hit of every subject, in order."""
+    seen: set[str] = set()
+    return [hit for hit in hits if not (hit.subject_id in seen or seen.add(hit.subject_id))]
 
 
 class Shard:
@@ -76,6 +86,7 @@ class Shard:
         self._apply_cond = threading.Condition()
         self._id_lock = threading.Lock()
         self._failure: BaseException | None = None
+        self._requests = RequestLedger()
         self._install_base(base, deletes=[])
         self._delta = Delta(dim)
         self._applied_seq = base.watermark
@@ -134,6 +145,11 @@ class Shard:
         self._deletes = [(seq, subject) for seq, subject in deletes if seq > base.watermark]
         for _, subject in self._deletes:
             self._tombstone_base(subject)
+        rows = base.rows
+        keyed = np.fromiter(rows.requests, np.int64, len(rows.requests))
+        for row, code in zip(keyed.tolist(), rows.subject_of_rows(keyed).tolist()):
+            if rows.subjects[code] not in self._tombstones:
+                self._requests.add(rows.requests[row], int(rows.template_ids[row]), base.watermark)
 
     def _tombstone_base(self, subject_id: str) -> list[int]:
         code = self._base_codes.get(subject_id)
@@ -152,8 +168,11 @@ class Shard:
         if isinstance(event, EnrolEvent):
             self._delta.add(seq, event)
             self._counter = max(self._counter, template_counter(event.template_id) + 1)
+            if event.request is not None:
+                self._requests.add(event.request, event.template_id, seq)
             return [event.template_id]
         erased = self._tombstone_base(event.subject_id) + self._delta.erase(event.subject_id)
+        self._requests.forget(erased)
         self._deletes.append((seq, event.subject_id))
         return erased
 
@@ -182,8 +201,11 @@ class Shard:
         """Enrol templates as one durable batch; returns (template_id, seq) per item, in order.
 
         Blocks until the batch is durable (group-committed with concurrent calls). All-or-nothing.
+        An item whose request key was acknowledged before (or repeats one earlier in the batch)
+        adds nothing and answers that first (template_id, seq).
         Raises WrongShardError for a subject of another shard, ValueError for a bad vector or
-        quality, and the log's errors (FencedError, StorageError, …) if the append fails.
+        quality, RequestKeyReusedError for a key acknowledged for another request, and the log's
+        errors (FencedError, StorageError, …) if the append fails.
         """
         if not items:
             return []
@@ -195,21 +217,31 @@ class Shard:
         if vectors.shape[1] != self.dim:
             raise ValueError(f"vectors have dim {vectors.shape[1]}, the gallery has {self.dim}")
         vectors = l2_normalise(vectors)
-        now = time.time()
-        with self._id_lock:
-            first = self._counter
-            self._counter += len(items)
-        events: list[Event] = [
-            EnrolEvent(
-                template_id=make_template_id(self.shard_id, first + i),
-                subject_id=item.subject_id,
-                vector=vectors[i],
-                quality=item.quality,
-                timestamp=now,
-            )
-            for i, item in enumerate(items)
-        ]
-        return [(ids[0], seq) for seq, ids in self._commit(events)]
+        requests = [item.request for item in items]
+        with self._requests.claim(requests) as known:
+            earlier = repeats(requests)
+            fresh = [i for i in range(len(items)) if known[i] is None and earlier[i] is None]
+            with self._id_lock:
+                first = self._counter
+                self._counter += len(fresh)
+            now = time.time()
+            events: list[Event] = [
+                EnrolEvent(
+                    template_id=make_template_id(self.shard_id, first + n),
+                    subject_id=items[i].subject_id,
+                    vector=vectors[i],
+                    quality=items[i].quality,
+                    timestamp=now,
+                    request=items[i].request,
+                )
+                for n, i in enumerate(fresh)
+            ]
+            written = dict(zip(fresh, ((ids[0], seq) for seq, ids in self._commit(events)))) if events else {}
+        answers: list[tuple[int, int]] = []
+        for i in range(len(items)):
+            answer = known[i] or written.get(i) or answers[earlier[i]]
+            answers.append((int(answer[0]), int(answer[1])))
+        return answers
 
     def delete(self, subject_id: str) -> list[int]:
         """Erase every template of `subject_id` enrolled before this call; returns their ids.
@@ -262,6 +294,26 @@ class Shard:
                     hits.append(hit)
                 results.append(hits)
         return results
+
+    def search_subjects(self, queries: np.ndarray, top_k: int) -> list[list[SearchHit]]:
+        """Per query, the top_k subjects by their best template (one hit each), best first.
+
+        The template search widens until it holds top_k distinct subjects or the shard has no more
+        templates, so a subject enrolled with many close photos cannot push others out.
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        queries = self._prepared(queries)
+        found: list[list[SearchHit]] = [[] for _ in range(len(queries))]
+        pending, k = list(range(len(queries))), top_k * SUBJECT_SEARCH_WIDTH
+        while pending:
+            still = []
+            for q, hits in zip(pending, self.search(queries[pending], k)):
+                found[q] = _best_per_subject(hits)[:top_k]
+                if len(found[q]) < top_k and len(hits) == k:
+                    still.append(q)
+            pending, k = still, k * 2
+        return found
 
     def _prepared(self, queries: np.ndarray) -> np.ndarray:
         """Queries as L2-normalised float32 (n, dim); ValueError for any other shape."""

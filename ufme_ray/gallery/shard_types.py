@@ -18,11 +18,13 @@ class ShardFailedError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Enrolment:
-    """One template to enrol. The vector is L2-normalised by the shard."""
+    """One template to enrol. The vector is L2-normalised by the shard; `request` is the request
+    key (`gallery.requests`) a retry of the same enrolment comes back with."""
 
     subject_id: str
     vector: np.ndarray
     quality: float = 1.0
+    request: bytes | None = None
 
 
 class SearchHit(NamedTuple):

@@ -3,8 +3,9 @@
 Layout, for snapshot epoch E (zero-padded to 10 digits):
 
     snapshots/<E>/shard-<i>.index        FAISS index bytes (rows 0..n-1 are FAISS ids)
-    snapshots/<E>/shard-<i>.rows.arrow   Arrow IPC: template_id, subject_id, quality, enrolled_at per
-                                         row, rows grouped by subject (sorted), templates in id order
+    snapshots/<E>/shard-<i>.rows.arrow   Arrow IPC: template_id, subject_id, quality, enrolled_at and
+                                         the request key (or null) per row, rows grouped by subject
+                                         (sorted), templates in id order
     snapshots/<E>/shard-<i>.rerank.faiss float16 vectors (FAISS IndexScalarQuantizer), IVF-PQ only
     snapshots/<E>/shard-<i>.json         watermark, counts, index params, sha256 + size of each part
     snapshots/<E>/MANIFEST.json          shard count, dim, index params, every shard's watermark and
@@ -36,6 +37,7 @@ import pyarrow.ipc as paipc
 
 from ufme_ray.config import IndexSettings
 from ufme_ray.gallery.epochs import read_current, read_manifest
+from ufme_ray.gallery.events import REQUEST_BYTES
 from ufme_ray.gallery.index import BuiltIndex, IndexParams, deserialize, read_mmap, serialize
 from ufme_ray.gallery.manifest import CorruptSnapshotError, Manifest, PartInfo, ShardSnapshotInfo, part_key
 from ufme_ray.gallery.storage import ObjectNotFoundError, ObjectStore
@@ -55,6 +57,7 @@ class SnapshotRows:
     enrolled_at: np.ndarray  # float64
     subjects: list[str]
     starts: np.ndarray  # int64, len(subjects) + 1
+    requests: dict[int, bytes] = dataclasses.field(default_factory=dict)  # row -> request key (few rows have one)
 
     @classmethod
     def empty(cls) -> "SnapshotRows":
@@ -80,6 +83,9 @@ class SnapshotRows:
                 ),
                 "quality": pa.array(self.quality, pa.float32()),
                 "enrolled_at": pa.array(self.enrolled_at, pa.float64()),
+                "request": pa.array([self.requests.get(row) for row in range(len(self))], pa.binary(REQUEST_BYTES))
+                if self.requests
+                else pa.nulls(len(self), pa.binary(REQUEST_BYTES)),
             }
         )
         sink = io.BytesIO()
@@ -97,12 +103,17 @@ class SnapshotRows:
             template_ids = table.column("template_id").to_numpy().astype(np.int64)
             quality = table.column("quality").to_numpy().astype(np.float32)
             enrolled_at = table.column("enrolled_at").to_numpy().astype(np.float64)
+            requests = {}
+            if "request" in table.column_names:  # snapshots written before request keys have none
+                column = table.column("request").combine_chunks()
+                for row in np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False)).tolist():
+                    requests[row] = column[row].as_py()
         except (pa.ArrowException, KeyError, AttributeError) as exc:
             raise CorruptSnapshotError(f"{name}: unreadable rows table ({exc})") from exc
         if len(codes) and (np.diff(codes) < 0).any():
             raise CorruptSnapshotError(f"{name}: rows are not grouped by subject")
         starts = np.searchsorted(codes, np.arange(len(subjects) + 1), side="left").astype(np.int64)
-        return cls(template_ids, quality, enrolled_at, subjects, starts)
+        return cls(template_ids, quality, enrolled_at, subjects, starts, requests)
 
 
 @dataclasses.dataclass

@@ -159,6 +159,18 @@ class ObjectStore:
                 raise ObjectNotFoundError(f"{self._uri}: no object {key!r}") from exc
             raise StorageError(f"{self._uri}: cannot read {key!r}: {exc}") from exc
 
+    def read_head(self, key: str, size: int) -> bytes:
+        """The object's first `size` bytes (fewer if it is shorter). Raises ObjectNotFoundError."""
+        try:
+            with self._fs.open_input_stream(self._path(key)) as src:
+                return src.read(size)
+        except FileNotFoundError as exc:
+            raise ObjectNotFoundError(f"{self._uri}: no object {key!r}") from exc
+        except (OSError, pa.ArrowException) as exc:
+            if not self.exists(key):
+                raise ObjectNotFoundError(f"{self._uri}: no object {key!r}") from exc
+            raise StorageError(f"{self._uri}: cannot read {key!r}: {exc}") from exc
+
     def read_to_file(self, key: str, target: str | Path) -> str:
         """Stream the object into the local file `target` (created or truncated); returns its sha256."""
         digest = hashlib.sha256()

@@ -9,7 +9,9 @@ runtime environment, which inherits the cluster's; the flags override them. The 
   build      build every shard of the new epoch in parallel, one Ray task each (jobs.build)
   commit     write the epoch's MANIFEST, then move CURRENT to it (the commit point)
   swap       ask every shard actor to swap to it (jobs.swap)
-  retention  delete superseded epochs and covered log segments (gallery.retention)
+  retention  delete superseded epochs and covered log segments (gallery.retention); while a
+             gallery written without encryption is being encrypted (`encryption.accept_plaintext`),
+             count the plaintext objects left (`plaintext_objects_left` in the summary)
 
 A run killed before `commit` leaves the previous epoch current and untouched; killed after it,
 shards that did not swap keep serving the previous epoch plus their delta (the same answers)
@@ -38,7 +40,7 @@ from ufme_ray.gallery.retention import abandoned_epochs, apply_retention, delete
 from ufme_ray.gallery.epochs import next_epoch, publish_current, read_current, read_manifest, write_manifest
 from ufme_ray.gallery.manifest import Manifest
 from ufme_ray.gallery.build import ShardBuild
-from ufme_ray.gallery.encryption import open_configured_storage
+from ufme_ray.gallery.encryption import EncryptedObjectStore, encryption_census, open_configured_storage
 from ufme_ray.gallery.storage import ObjectStore
 from ufme_ray.jobs import lock
 from ufme_ray.jobs.build import build_all
@@ -90,6 +92,7 @@ class Summary:
     not_running: list[int] = dataclasses.field(default_factory=list)
     abandoned_epochs_deleted: list[int] = dataclasses.field(default_factory=list)
     retention: dict | None = None
+    plaintext_objects_left: int | None = None  # counted only while encryption.accept_plaintext is on
     timeline: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # step -> [start, end], unix s
     error: str | None = None
 
@@ -105,6 +108,29 @@ def _check_shape(store: ObjectStore, base: Manifest | None, num_shards: int, dim
             f"{store.uri} holds a log for shard {num_shards}: the gallery has more than the {num_shards} shards "
             "this job was given (pass --num-shards)"
         )
+
+
+def plaintext_objects_left(store: ObjectStore) -> int | None:
+    """While migrating to encryption (`encryption.accept_plaintext` on): the template objects still
+    plaintext after this run, logged with what to do next. None otherwise (a census reads the head
+    of every segment and snapshot object, so it runs only during the migration) or if it fails: the
+    compaction itself has succeeded by then.
+    """
+    if not (isinstance(store, EncryptedObjectStore) and store.accept_plaintext):
+        return None
+    try:
+        census = encryption_census(store)
+    except Exception:
+        logger.exception("could not count the plaintext objects left; `ufme-ray encryption status` says")
+        return None
+    if census.plaintext:
+        logger.warning(
+            "encryption migration: %d plaintext objects left (%d read by a restore); superseded ones go with "
+            "the first compaction after compaction.retention_s", len(census.plaintext), len(census.plaintext_current),
+        )
+    else:
+        logger.warning("encryption migration complete: no plaintext objects left; remove encryption.accept_plaintext")
+    return len(census.plaintext)
 
 
 class Compaction:
@@ -172,6 +198,7 @@ class Compaction:
             with self._step("retention"):
                 report = apply_retention(store, retention_s=self._compaction.retention_s)
             self.summary.retention = dataclasses.asdict(report)
+            self.summary.plaintext_objects_left = plaintext_objects_left(store)
             self.summary.status = "compacted"
         except lock.LockHeldError as exc:
             logger.warning("%s; this run does nothing", exc)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import shlex
 import time
@@ -72,13 +73,23 @@ def entrypoint(settings: UfmeSettings, *, dim: int) -> str:
     )
 
 
+# Sections the job reads beyond its flags that travel only when the submitter's file or UFME_* set
+# them: the cluster's own (e.g. encryption keys from a Secret on the head pod) are not blanked out.
+_JOB_SECTIONS_IF_SET = ("gallery", "encryption")
+
+
 def job_env(settings: UfmeSettings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The job's environment variables: the compaction settings, then `extra`.
+    """The job's environment variables: the compaction settings, the gallery (index build) and
+    encryption settings the submitter's settings file or environment set, then `extra`.
 
     The testing switches travel too: without them the job would refuse fault-injection settings.
     """
-    compaction, testing = settings.compaction.model_dump_json(), settings.testing.model_dump_json()
-    return {"UFME_COMPACTION": compaction, "UFME_TESTING": testing, **(extra or {})}
+    env = {"UFME_COMPACTION": settings.compaction.model_dump_json(), "UFME_TESTING": settings.testing.model_dump_json()}
+    explicit = settings.explicit_values()
+    for section in _JOB_SECTIONS_IF_SET:
+        if explicit.get(section):
+            env[f"UFME_{section.upper()}"] = json.dumps(explicit[section])
+    return {**env, **(extra or {})}
 
 
 _TERMINAL = frozenset({"STOPPED", "SUCCEEDED", "FAILED"})  # JobStatus.is_terminal(), without importing Ray
@@ -109,14 +120,22 @@ class CompactionAlreadyRanError(RuntimeError):
         self.job = job
 
 
+def _job_server_errors() -> tuple[type[BaseException], ...]:
+    """What the job client raises when the server is unreachable, refuses, or rejects the token."""
+    from ray.exceptions import AuthenticationError  # Ray is heavy: the CLI imports this module for its errors
+
+    return (ConnectionError, requests.RequestException, RuntimeError, AuthenticationError)
+
+
 def connect(address: str, token: str | None) -> JobSubmissionClient:
-    """A client for the dashboard at `address`. Raises ClusterError if it cannot be reached."""
-    from ray.job_submission import JobSubmissionClient  # Ray is heavy: the CLI imports this module for its errors
+    """A client for the dashboard at `address`. Raises ClusterError if it cannot be reached or
+    refuses the token."""
+    from ray.job_submission import JobSubmissionClient
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
         return JobSubmissionClient(address, headers=headers)
-    except (ConnectionError, requests.RequestException, RuntimeError) as exc:
+    except _job_server_errors() as exc:
         raise ClusterError(f"cannot reach the Ray job server at {address}: {exc}") from exc
 
 
@@ -156,7 +175,7 @@ def submit(
                 raise
             return _existing(raced)
         return Submission(wanted, client.get_job_status(wanted).value, created=True)
-    except (RuntimeError, requests.RequestException) as exc:
+    except _job_server_errors() as exc:
         raise ClusterError(f"submitting {wanted}: {exc}") from exc
 
 
@@ -176,7 +195,7 @@ def follow(client: JobSubmissionClient, wanted: str, write: Callable[[str], None
         while not status.is_terminal():  # the log can close a moment before the status is final
             time.sleep(_POLL_S)
             status = client.get_job_status(wanted)
-    except (RuntimeError, requests.RequestException) as exc:
+    except _job_server_errors() as exc:
         raise ClusterError(f"following {wanted}: {exc}") from exc
     return status.value
 

@@ -13,10 +13,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ufme_ray.config import DuplicatePolicy, GatePolicy, LiveConfig, UfmeSettings
+from ufme_ray.gallery.duplicates import DuplicateCheck
 from ufme_ray.gallery.merge import Candidate
+from ufme_ray.gallery.requests import RequestKeyReusedError, request_key
 from ufme_ray.gallery.routing import shard_for
 from ufme_ray.orchestration import results
-from ufme_ray.orchestration.errors import DuplicateFaceError, GateRejectedError, UnknownSubjectError
+from ufme_ray.orchestration.errors import (
+    DuplicateFaceError,
+    GateRejectedError,
+    IdempotencyKeyReusedError,
+    UnknownSubjectError,
+)
 from ufme_ray.orchestration.faces import enforced_failures, main_face, single_face
 from ufme_ray.orchestration.ports import Gallery, Metrics, Stages
 from ufme_ray.vision.align import model_crop
@@ -26,6 +33,14 @@ from ufme_ray.vision.image import decode_image
 from ufme_ray.vision.pipeline import FaceAnalysis, ImageAnalysis, assemble_faces, cosine_similarity
 from ufme_ray.vision.quality import quality_crop
 from ufme_ray.vision.registry import ModelSpecs
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's Idempotency-Key, named within the scope of who sent it (their key id)."""
+
+    scope: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -116,30 +131,39 @@ class Engine:
         faces = [results.GatedFace(f, []) for f in analysis.faces]
         return results.Analysis(analysis.width, analysis.height, faces, thresholds)
 
-    async def enrol(self, subject_id: str, data: bytes, *, operation: str = "enrol") -> results.Enrolled:
+    async def enrol(
+        self, subject_id: str, data: bytes, *, operation: str = "enrol", idempotency: Idempotency | None = None
+    ) -> results.Enrolled:
+        """Enrol the photo's one face; under an idempotency key, a retry adds nothing and answers
+        with the first template."""
         live = self.live
         enforced = live.gates.demo if operation == "demo" else live.gates.enrol
         analysis = await self._analyze(data, live.thresholds)
         face = single_face(analysis, live.gates.enrol_dominance_ratio)
         gated = self._check_gates(operation, face, enforced)
-        duplicate = await self._duplicate_of(subject_id, face, live)
+        request = None if idempotency is None else request_key(idempotency.scope, idempotency.key, subject_id, data)
         quality = face.quality if face.quality is not None else 1.0
-        stored = await self.gallery.enrol(subject_id, face.embedding, quality)
-        return results.Enrolled(subject_id, stored["template_id"], stored["shard"], gated, live.thresholds, duplicate)
+        try:
+            stored = await self.gallery.enrol(
+                subject_id, face.embedding, quality, request=request, duplicates=self._duplicate_check(live)
+            )
+        except RequestKeyReusedError:
+            raise IdempotencyKeyReusedError() from None
+        duplicate = stored["duplicate_of"]
+        if stored["template_id"] is None:
+            raise DuplicateFaceError(duplicate.subject_id, duplicate.score, live.duplicates.threshold_or(live.thresholds))
+        return results.Enrolled(
+            subject_id, stored["template_id"], stored["shard"], gated, live.thresholds,
+            None if duplicate is None else self._candidate(duplicate),
+        )
 
-    async def _duplicate_of(self, subject_id: str, face: FaceAnalysis, live: LivePolicy) -> results.CandidateResult | None:
-        """Another subject this face already matches; refused under the 'reject' policy."""
+    @staticmethod
+    def _duplicate_check(live: LivePolicy) -> DuplicateCheck | None:
+        """How the gallery screens the face for another subject it already is; None: not at all."""
         policy = live.duplicates
         if policy.action == "allow":
             return None
-        threshold = policy.threshold if policy.threshold is not None else live.thresholds.similarity_min
-        [candidates] = await self.gallery.search(face.embedding[None, :], 3)
-        other = next((c for c in candidates if c.subject_id != subject_id and c.score >= threshold), None)
-        if other is None:
-            return None
-        if policy.action == "reject":
-            raise DuplicateFaceError(other.subject_id, other.score, threshold)
-        return self._candidate(other)
+        return DuplicateCheck(policy.threshold_or(live.thresholds), reject=policy.action == "reject")
 
     async def identify(self, data: bytes, top_k: int) -> results.Identification:
         live = self.live

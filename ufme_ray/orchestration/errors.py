@@ -72,3 +72,13 @@ class AuditUnavailableError(DomainError, code="audit_unavailable"):
 
 class NoDemoFolderError(DomainError, code="no_demo_folder"):
     """The demo folder is not given, not configured or not a folder on the gateway's machine."""
+
+
+class IdempotencyKeyReusedError(DomainError, code="idempotency_key_reused"):
+    """The Idempotency-Key was acknowledged before for another request (other subject or image)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was used before for a different request (another subject or image); "
+            "use a new key for a new request"
+        )

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ufme_ray.gallery.duplicates import DuplicateCheck
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.vision.detector import DetectedFace
 
@@ -28,7 +29,14 @@ class Stages(Protocol):
 
 
 class Gallery(Protocol):
-    async def enrol(self, subject_id: str, vector: np.ndarray, quality: float) -> dict: ...
+    async def enrol(
+        self, subject_id: str, vector: np.ndarray, quality: float, *, request: bytes | None = None,
+        duplicates: DuplicateCheck | None = None,
+    ) -> dict:
+        """{template_id, shard, seq, duplicate_of: Candidate | None}. Screened under `duplicates` as
+        one step with the write; refused as a duplicate: template_id None. A `request` key already
+        acknowledged answers its first template (RequestKeyReusedError for another request)."""
+        ...
 
     async def delete(self, subject_id: str) -> list[int]: ...
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from ray.serve import Application
 
-from ufme_ray.config import UfmeSettings
 from ufme_ray.serve_config import AppArgs
 from ufme_ray.serving.gateway import Gateway
 from ufme_ray.serving.searcher import Searcher
@@ -17,7 +16,7 @@ from ufme_ray.vision.registry import ModelSpecs
 def build_app(args: dict[str, Any]) -> Application:
     """Validate the args and settings, then bind the whole graph once."""
     parsed = AppArgs.model_validate(args)
-    settings = UfmeSettings.load(**parsed.settings)
+    settings = parsed.resolve_settings()  # resolved once here; every deployment gets these (transport_json)
     specs = ModelSpecs.from_settings(settings)  # unknown models fail here, before any replica starts
     settings_json = settings.transport_json()
     return Gateway.bind(

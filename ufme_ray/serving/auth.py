@@ -1,4 +1,5 @@
-"""API keys with roles: keys are stored and compared as sha256 digests, in constant time.
+"""API keys with roles, the galleries they may use and their quotas: keys are stored and compared
+as sha256 digests, in constant time.
 
 A key reads `ufme.<id>.<secret>`: the id is public (audit records name it), the secret is 32
 random bytes. Only sha256(key) is ever stored.
@@ -19,6 +20,7 @@ from pathlib import Path
 from pydantic import TypeAdapter
 
 from ufme_ray.config import ApiKeySpec, AuthSettings, Role
+from ufme_ray.orchestration.ratelimit import RateLimit
 
 # Which roles may call an operation group; admin may call everything.
 ROLE_GRANTS: dict[str, set[Role]] = {
@@ -34,6 +36,16 @@ _KEYS = TypeAdapter(list[ApiKeySpec])
 class Principal:
     key_id: str
     role: Role
+    galleries: frozenset[str] | None = None  # None: every gallery ("*")
+    rate: RateLimit | None = None  # None: no quota
+
+    @classmethod
+    def of(cls, spec: ApiKeySpec) -> "Principal":
+        galleries = None if spec.galleries == "*" else frozenset(spec.galleries)
+        return cls(spec.id, spec.role, galleries, RateLimit.of(spec.rate, spec.burst))
+
+    def may_use(self, gallery_id: str) -> bool:
+        return self.galleries is None or gallery_id in self.galleries
 
 
 class AuthError(Exception):
@@ -94,7 +106,7 @@ class KeyStore:
                 match = spec
         if match is None:
             raise AuthError(401, "unauthenticated", "the API key is not valid")
-        return Principal(match.id, match.role)
+        return Principal.of(match)
 
 
 def authorize(principal: Principal, group: str) -> None:
@@ -102,18 +114,36 @@ def authorize(principal: Principal, group: str) -> None:
         raise AuthError(403, "forbidden", f"the key {principal.key_id!r} (role {principal.role}) may not call {group} operations")
 
 
-def add_key_to_file(path: Path, key_id: str, role: Role) -> str:
-    """Create a key, store its digest in the keys file (mode 0600), return the key (shown once)."""
-    existing = _KEYS.validate_json(path.read_bytes()) if path.exists() else []
+def authorize_gallery(principal: Principal, gallery_id: str) -> None:
+    if not principal.may_use(gallery_id):
+        raise AuthError(403, "forbidden", f"the key {principal.key_id!r} may not use gallery {gallery_id!r}")
+
+
+def read_keys_file(path: Path) -> list[ApiKeySpec]:
+    """The keys a keys file holds (none if it does not exist); a key stored without galleries or a
+    quota (written before they existed) may use every gallery, without a quota."""
+    return _KEYS.validate_json(path.read_bytes()) if path.exists() else []
+
+
+def add_key_to_file(path: Path, key_id: str, role: Role, *, galleries: list[str] | None = None,
+                    rate: float | None = None, burst: int | None = None) -> str:
+    """Create a key, store its digest in the keys file (mode 0600), return the key (shown once).
+    `galleries` None: every gallery. Raises ValueError for a taken id or an invalid field."""
+    existing = read_keys_file(path)
     if any(spec.id == key_id for spec in existing):
         raise ValueError(f"a key with id {key_id!r} already exists in {path}")
     key = new_key(key_id)
-    existing.append(ApiKeySpec(id=key_id, role=role, sha256=key_digest(key)))
+    spec = ApiKeySpec(
+        id=key_id, role=role, sha256=key_digest(key), galleries="*" if galleries is None else galleries, rate=rate, burst=burst
+    )
+    existing.append(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps([spec.model_dump() for spec in existing], indent=2))
+        # Fields at their defaults left out: a key without galleries or a quota stays readable by a
+        # service older than those fields (its settings forbid unknown keys).
+        handle.write(json.dumps([spec.model_dump(exclude_defaults=True) for spec in existing], indent=2))
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)

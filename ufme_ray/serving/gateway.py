@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ray import serve
 
 from ufme_ray.audit import SubjectPseudonyms
-from ufme_ray.config import LiveConfig, UfmeSettings
+from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.encryption import open_configured_storage
 from ufme_ray.orchestration.audit_trail import AuditTrail
 from ufme_ray.orchestration.demo import DemoLoader
 from ufme_ray.orchestration.engine import Engine
+from ufme_ray.orchestration.refusals import RefusalAggregator
 from ufme_ray.serving.api.app import create_api
 from ufme_ray.serving.api.dependencies import Services, install_services
 from ufme_ray.serving.auth import KeyStore
 from ufme_ray.serving.handles import GalleryHandle, StageHandles
 from ufme_ray.serving.metrics import ServiceMetrics
+from ufme_ray.serving.rate_limiter import ActorRateLimiter
 
 api = create_api()
 
@@ -24,16 +28,22 @@ api = create_api()
 class Gateway:
     def __init__(self, settings_json: str, detector, quality, liveness, morph, embedder, searcher):
         settings = UfmeSettings.model_validate_json(settings_json)
+        # What every user_config is laid over: the settings resolved at deploy (file < UFME_* < args.settings).
+        self._base_live = settings.live_config()
         gallery = GalleryHandle(searcher)
         metrics = ServiceMetrics()
         self._engine = Engine(settings, StageHandles(detector, quality, liveness, morph, embedder), gallery, metrics)
+        self._audit = AuditTrail(
+            open_configured_storage(settings),
+            SubjectPseudonyms.from_settings(settings.audit),
+            gallery.status,
+            RefusalAggregator(settings.audit.refusal_window_s, settings.audit.refusal_max_kinds),
+        )
         install_services(
             Services(
                 settings=settings,
                 engine=self._engine,
-                audit=AuditTrail(
-                    open_configured_storage(settings), SubjectPseudonyms.from_settings(settings.audit), gallery.status
-                ),
+                audit=self._audit,
                 keys=KeyStore(settings.auth),
                 demo=DemoLoader(
                     lambda subject_id, data: self._engine.enrol(subject_id, data, operation="demo"),
@@ -41,9 +51,25 @@ class Gateway:
                     max_bytes=settings.image.max_bytes,
                 ),
                 metrics=metrics,
+                limiter=ActorRateLimiter(),
             )
         )
 
-    def reconfigure(self, user_config: dict) -> None:
-        """Thresholds and gate policy change live; an invalid config is refused whole."""
-        self._engine.apply_live_config(LiveConfig.model_validate(user_config))
+    def reconfigure(self, user_config: dict | None) -> None:
+        """Thresholds, gates and the duplicate policy change live; an invalid config is refused whole.
+
+        Serve calls this on every replica start and on every user_config change with the whole
+        user_config; the fields it sets are laid over the replica's settings (never over the
+        previous user_config), so a field it leaves out keeps the settings' value, not a default.
+        """
+        self._engine.apply_live_config(self._base_live.overlay(user_config))
+
+    def __del__(self):
+        # Serve calls this in the replica's event loop when it stops the replica, and awaits what it
+        # returns: the refusals counted so far reach the trail. Python's own finalizer call (no loop
+        # running) has nothing to flush into.
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return self._audit.flush()

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from ufme_ray.gallery.duplicates import DuplicateCheck
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.vision.detector import DetectedFace
 
@@ -44,8 +45,11 @@ class GalleryHandle:
     def __init__(self, searcher):
         self._searcher = searcher
 
-    async def enrol(self, subject_id: str, vector: np.ndarray, quality: float) -> dict:
-        return await self._searcher.enrol.remote(subject_id, vector, quality)
+    async def enrol(
+        self, subject_id: str, vector: np.ndarray, quality: float, *, request: bytes | None = None,
+        duplicates: DuplicateCheck | None = None,
+    ) -> dict:
+        return await self._searcher.enrol.remote(subject_id, vector, quality, request=request, duplicates=duplicates)
 
     async def delete(self, subject_id: str) -> list[int]:
         return await self._searcher.delete.remote(subject_id)

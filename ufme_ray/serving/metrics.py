@@ -26,3 +26,7 @@ class ServiceMetrics:
         self.faces_per_image = metrics.Histogram(
             "ufme_faces_per_image", description="Faces detected per image.", boundaries=[0.5, 1.5, 2.5, 5.5, 10.5, 50.5]
         )
+        # Tagged by key id: keys are created by operators and few, so the series stay bounded.
+        self.rate_limited = metrics.Counter(
+            "ufme_rate_limited", description="Requests refused (429) past their key's quota.", tag_keys=("key_id",)
+        )

@@ -10,31 +10,12 @@ from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from ufme_ray.config import UfmeSettings
+from ufme_ray.gallery.duplicates import DuplicateCheck
 from ufme_ray.gallery.merge import Candidate, merge_subjects
 from ufme_ray.gallery.routing import shard_for
-from ufme_ray.orchestration.errors import GalleryUnavailableError
-from ufme_ray.serving.shard_actor import ShardNotReadyError, shard_handles
-
-# A shard returns this many template hits per requested subject, so that a subject holding
-# several templates cannot crowd other subjects out of the merged top-k.
-TEMPLATES_PER_SUBJECT = 4
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    return exc.cause if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None else exc
-
-
-async def _call(ref):
-    """Await a shard call; a not-ready or unreachable shard becomes GalleryUnavailableError."""
-    try:
-        return await ref
-    except (ActorUnavailableError, ActorDiedError, RayActorError) as exc:
-        raise GalleryUnavailableError(f"a gallery shard is unavailable: {type(exc).__name__}") from None
-    except ray.exceptions.RayTaskError as exc:
-        cause = _unwrap(exc)
-        if isinstance(cause, ShardNotReadyError):
-            raise GalleryUnavailableError(str(cause)) from None
-        raise cause from None
+from ufme_ray.serving.sequencer import sequencer_handle
+from ufme_ray.serving.shard_actor import shard_handles
+from ufme_ray.serving.shard_calls import call_shard, unwrap
 
 
 @serve.deployment
@@ -43,30 +24,37 @@ class Searcher:
         settings = UfmeSettings.model_validate_json(settings_json)
         self._num_shards = settings.gallery.num_shards
         self._shards = shard_handles(settings, embedding_dim, num_cpus=shard_num_cpus, resources=shard_resources)
+        self._sequencer = sequencer_handle(settings, embedding_dim, shard_num_cpus=shard_num_cpus, shard_resources=shard_resources)
 
     def _owner(self, subject_id: str):
         return self._shards[shard_for(subject_id, self._num_shards)]
 
-    async def enrol(self, subject_id: str, vector: np.ndarray, quality: float) -> dict:
+    async def enrol(
+        self, subject_id: str, vector: np.ndarray, quality: float, *, request: bytes | None = None,
+        duplicates: DuplicateCheck | None = None,
+    ) -> dict:
+        """{template_id, shard, seq, duplicate_of}; screened enrolments pass through the sequencer."""
+        if duplicates is not None:
+            return await call_shard(self._sequencer.enrol.remote(subject_id, vector, quality, request, duplicates))
         shard = shard_for(subject_id, self._num_shards)
-        [(template_id, seq)] = await _call(self._shards[shard].enrol.remote([(subject_id, vector, quality)]))
-        return {"template_id": template_id, "shard": shard, "seq": seq}
+        [(template_id, seq)] = await call_shard(self._shards[shard].enrol.remote([(subject_id, vector, quality, request)]))
+        return {"template_id": template_id, "shard": shard, "seq": seq, "duplicate_of": None}
 
     async def delete(self, subject_id: str) -> list[int]:
-        return await _call(self._owner(subject_id).delete.remote(subject_id))
+        return await call_shard(self._owner(subject_id).delete.remote(subject_id))
 
     async def templates(self, subject_id: str) -> list:
-        return await _call(self._owner(subject_id).templates.remote(subject_id))
+        return await call_shard(self._owner(subject_id).templates.remote(subject_id))
 
     async def subject_scores(self, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
-        return await _call(self._owner(subject_id).subject_scores.remote(subject_id, queries))
+        return await call_shard(self._owner(subject_id).subject_scores.remote(subject_id, queries))
 
     async def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
         """Subject-level top_k per query over every shard; fails whole if any shard is not ready."""
         if len(queries) == 0:
             return []
-        k = top_k * TEMPLATES_PER_SUBJECT
-        per_shard = await asyncio.gather(*(_call(shard.search.remote(queries, k)) for shard in self._shards))
+        # Each shard answers its own top_k subjects, so the merge over them is the exact top_k.
+        per_shard = await asyncio.gather(*(call_shard(shard.search_subjects.remote(queries, top_k)) for shard in self._shards))
         return [merge_subjects((hits[q] for hits in per_shard), top_k) for q in range(len(queries))]
 
     async def status(self) -> list[dict]:
@@ -79,6 +67,6 @@ class Searcher:
                     return {"shard": index, "ready": False, "error": ready["error"]}
                 return await shard.stats.remote()
             except (ActorUnavailableError, ActorDiedError, RayActorError, ray.exceptions.RayTaskError) as exc:
-                return {"shard": index, "ready": False, "error": type(_unwrap(exc)).__name__}
+                return {"shard": index, "ready": False, "error": type(unwrap(exc)).__name__}
 
         return list(await asyncio.gather(*(one(i, shard) for i, shard in enumerate(self._shards))))

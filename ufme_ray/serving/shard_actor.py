@@ -128,9 +128,9 @@ class ShardActor:
     def ready(self) -> dict:
         return {"shard": self._shard_id, "ready": self._shard is not None, "error": self._error}
 
-    def enrol(self, items: list[tuple[str, np.ndarray, float]]) -> list[tuple[int, int]]:
-        """Durably enrol (subject_id, vector, quality) items; returns (template_id, seq) each."""
-        result = self._write(lambda shard: shard.enrol([Enrolment(subject, vector, quality) for subject, vector, quality in items]))
+    def enrol(self, items: list[tuple]) -> list[tuple[int, int]]:
+        """Durably enrol (subject_id, vector, quality[, request key]) items; returns (template_id, seq) each."""
+        result = self._write(lambda shard: shard.enrol([Enrolment(*item) for item in items]))
         self._publish_size()
         return result
 
@@ -141,6 +141,9 @@ class ShardActor:
 
     def search(self, queries: np.ndarray, k: int) -> list[list[SearchHit]]:
         return self._ready_shard().search(queries, k)
+
+    def search_subjects(self, queries: np.ndarray, top_k: int) -> list[list[SearchHit]]:
+        return self._ready_shard().search_subjects(queries, top_k)
 
     def subject_scores(self, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
         return self._ready_shard().subject_scores(subject_id, queries)

@@ -309,7 +309,7 @@ def test_no_secret_values_only_references(rendered, env):
             assert "value" not in variable or not any(w in variable["name"].upper() for w in ("TOKEN", "PASSWORD", "SECRET", "KEY")), variable
             if "secretKeyRef" in variable.get("valueFrom", {}):
                 references.add(variable["valueFrom"]["secretKeyRef"]["name"])
-    assert references == {"ufme-s3-credentials", "ufme-ray-auth", "ufme-encryption"}
+    assert references == {"ufme-s3-credentials", "ufme-ray-auth", "ufme-encryption", "ufme-audit-subject-key"}
     for key in config_env(rendered[env]):
         assert not any(w in key for w in ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY")), key
 

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from ufme_ray.config import LiveConfig, UfmeSettings
+from ufme_ray.gallery.duplicates import screen
 from ufme_ray.gallery.merge import Candidate
-from ufme_ray.orchestration.engine import Engine
+from ufme_ray.gallery.requests import RequestKeyReusedError
+from ufme_ray.orchestration.engine import Engine, Idempotency
 from ufme_ray.orchestration.errors import (
     DuplicateFaceError,
     FaceCutOffError,
     GateRejectedError,
+    IdempotencyKeyReusedError,
     MultipleFacesError,
     UnknownSubjectError,
 )
@@ -69,17 +72,36 @@ class FakeStages:
 
 
 class FakeGallery:
+    """One shard in memory: the duplicate screen and request keys as the real gallery applies them."""
+
     def __init__(self):
         self.templates_by_subject: dict[str, list[tuple[int, np.ndarray]]] = {}
+        self.requests: dict[bytes, tuple[bytes, int]] = {}
         self.next_id = 1
 
-    async def enrol(self, subject_id, vector, quality):
+    async def enrol(self, subject_id, vector, quality, *, request=None, duplicates=None):
+        duplicate = None
+        if duplicates is not None:
+            [candidates] = await self.search(vector[None, :], 2)
+            [screened] = screen([subject_id], vector[None, :], [candidates], duplicates.threshold, reject=duplicates.reject)
+            if not screened.accepted:
+                return {"template_id": None, "shard": None, "seq": None, "duplicate_of": screened.duplicate_of}
+            duplicate = screened.duplicate_of
+        if request is not None and request[:16] in self.requests:
+            first, template_id = self.requests[request[:16]]
+            if first != request:
+                raise RequestKeyReusedError("reused")
+            return {"template_id": template_id, "shard": 0, "seq": 0, "duplicate_of": duplicate}
         self.templates_by_subject.setdefault(subject_id, []).append((self.next_id, vector))
+        if request is not None:
+            self.requests[request[:16]] = (request, self.next_id)
         self.next_id += 1
-        return {"template_id": self.next_id - 1, "shard": 0, "seq": self.next_id}
+        return {"template_id": self.next_id - 1, "shard": 0, "seq": self.next_id, "duplicate_of": duplicate}
 
     async def delete(self, subject_id):
-        return [t for t, _ in self.templates_by_subject.pop(subject_id, [])]
+        erased = [t for t, _ in self.templates_by_subject.pop(subject_id, [])]
+        self.requests = {name: held for name, held in self.requests.items() if held[1] not in erased}
+        return erased
 
     async def templates(self, subject_id):
         return [(t, 1.0, 0.0) for t, _ in self.templates_by_subject.get(subject_id, [])]
@@ -159,6 +181,20 @@ def test_a_face_of_another_subject_is_refused_as_duplicate(tmp_path):
         run(engine_for(FakeStages([face_at(100, 100, 150)]), gallery, tmp_path).enrol("bob", PHOTO))
     assert refused.value.details["subject_id"] == "alice"
     assert list(gallery.templates_by_subject) == ["alice"]
+
+
+def test_a_retry_under_one_idempotency_key_enrols_once_and_answers_the_first_template(tmp_path):
+    gallery = FakeGallery()
+    engine = engine_for(FakeStages([face_at(100, 100, 150)]), gallery, tmp_path)
+    key = Idempotency("test-enrol", "retry-1")
+    first = run(engine.enrol("alice", PHOTO, idempotency=key))
+    again = run(engine.enrol("alice", PHOTO, idempotency=key))
+    assert again.template_id == first.template_id and len(gallery.templates_by_subject["alice"]) == 1
+    # The same key from another caller is another request; without a key, a second template.
+    assert run(engine.enrol("alice", PHOTO, idempotency=Idempotency("other-key", "retry-1"))).template_id != first.template_id
+    assert run(engine.enrol("alice", PHOTO)).template_id not in (first.template_id,)
+    with pytest.raises(IdempotencyKeyReusedError):
+        run(engine.enrol("alice", PHOTO + b"\0", idempotency=key))  # another image under the same key
 
 
 def test_identify_decides_match_unknown_and_rejected_per_face(tmp_path):

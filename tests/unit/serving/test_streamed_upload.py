@@ -20,9 +20,13 @@ TOTAL = 50 * 1024 * 1024
 BOUNDARY = "ufmeboundary"
 
 
-def upload_api() -> FastAPI:
+def upload_api(refusals: list | None = None) -> FastAPI:
     app = FastAPI()
-    install_error_handlers(app)
+
+    async def note(request: Request, status: int, code: str) -> None:
+        (refusals if refusals is not None else []).append((request.url.path, status, code))
+
+    install_error_handlers(app, note)
 
     @app.post("/upload")
     async def upload(request: Request):
@@ -46,8 +50,8 @@ def multipart(image_size: int, sent: list[int]):
     return body()
 
 
-async def post(image_size: int, sent: list[int]) -> httpx.Response:
-    transport = httpx.ASGITransport(app=upload_api())
+async def post(image_size: int, sent: list[int], refusals: list | None = None) -> httpx.Response:
+    transport = httpx.ASGITransport(app=upload_api(refusals))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         return await client.post(
             "/upload", content=multipart(image_size, sent),
@@ -58,9 +62,11 @@ async def post(image_size: int, sent: list[int]) -> httpx.Response:
 def test_chunked_multipart_over_the_bound_is_refused_while_streaming():
     before = set(os.listdir(tempfile.gettempdir()))
     sent: list[int] = []
-    response = asyncio.run(asyncio.wait_for(post(TOTAL, sent), timeout=30))
+    refusals: list = []
+    response = asyncio.run(asyncio.wait_for(post(TOTAL, sent, refusals), timeout=30))
     assert response.status_code == 413, response.text
     assert response.json()["error"]["code"] == "image_too_large"
+    assert refusals == [("/upload", 413, "image_too_large")]  # handed to the audit
     # Stopped within a few chunks of the bound (about 1.4 MB for a 1 MiB image), not at 50 MB.
     assert sum(sent) < 4 * LIMITS.max_bytes, sum(sent)
     assert set(os.listdir(tempfile.gettempdir())) <= before  # nothing spooled to disk and left there

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from ufme_ray.serving.api import presenters, schemas
-from ufme_ray.serving.api.dependencies import EngineDep, ServicesDep, audited, require
+from ufme_ray.serving.api.auditing import audited
+from ufme_ray.serving.api.dependencies import ServicesDep, require
 from ufme_ray.serving.api.openapi import ERRORS
 
 router = APIRouter(prefix="/api/v1", tags=["admin"], responses=ERRORS, dependencies=[Depends(require("admin"))])
@@ -18,8 +19,11 @@ LATEST_TIME_S = 253_402_300_799.0
 
 
 @router.get("/gallery", response_model=schemas.GalleryOut)
-async def gallery_status(engine: EngineDep):
-    return presenters.gallery_out(await engine.gallery_state())
+async def gallery_status(request: Request, services: ServicesDep):
+    async def read() -> schemas.GalleryOut:
+        return presenters.gallery_out(await services.engine.gallery_state())
+
+    return await audited(request, services, "gallery_read", read)
 
 
 @router.post("/demo/load", response_model=schemas.DemoLoadOut)
@@ -39,6 +43,7 @@ async def demo_load(request: Request, services: ServicesDep, body: schemas.DemoL
 
 @router.get("/audit", response_model=schemas.AuditPageOut)
 async def audit_trail(
+    request: Request,
     services: ServicesDep,
     since: Annotated[float | None, Query(ge=0, le=LATEST_TIME_S, description="Unix time (s), inclusive.")] = None,
     until: Annotated[float | None, Query(ge=0, le=LATEST_TIME_S, description="Unix time (s), inclusive.")] = None,
@@ -47,8 +52,16 @@ async def audit_trail(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
-    """Audit records, oldest first (admin only)."""
-    records, total = await services.audit.page(
-        since=since, until=until, operation=operation, subject_id=subject_id, offset=offset, limit=limit
+    """Audit records, oldest first (admin only). Reading the trail is itself recorded, with its filters."""
+
+    async def read() -> schemas.AuditPageOut:
+        records, total = await services.audit.page(
+            since=since, until=until, operation=operation, subject_id=subject_id, offset=offset, limit=limit
+        )
+        return presenters.audit_page_out(records, total, offset)
+
+    filters = {"since": since, "until": until, "operation": operation, "offset": offset, "limit": limit}
+    return await audited(
+        request, services, "audit_read", read, subject_ids=[subject_id] if subject_id else [],
+        summarize=lambda r: {"decisions": [{"filters": filters, "returned": len(r.records), "total": r.total}]},
     )
-    return presenters.audit_page_out(records, total, offset)

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 
 from ufme_ray import __version__
 from ufme_ray.serving.api import admin, health, matching, subjects
+from ufme_ray.serving.api.auditing import audit_refusal
 from ufme_ray.serving.api.dependencies import installed_services
 from ufme_ray.serving.api.errors import install_error_handlers
 
@@ -21,7 +22,7 @@ def create_api() -> FastAPI:
     )
     for module in (subjects, matching, admin, health):
         api.include_router(module.router)
-    install_error_handlers(api)
+    install_error_handlers(api, audit_refusal)
 
     @api.middleware("http")
     async def _measure(request: Request, call_next):

@@ -1,27 +1,22 @@
-"""The gateway's services as typed FastAPI dependencies; auth (key -> principal -> role) and the
-audit wrapper, declared once per router."""
+"""The gateway's services as typed FastAPI dependencies, and auth (key -> principal -> role),
+declared once per router."""
 
 # No `from __future__ import annotations` here: `require` returns a closure that cloudpickle ships
 # by value to the Serve replica with only the globals its code names, so string annotations
 # could not be resolved there and FastAPI would take `request` for a query parameter.
-import time
-import uuid
 from dataclasses import dataclass
-from typing import Annotated, Awaitable, Callable, TypeVar
+from typing import Annotated, Callable
 
 from fastapi import Depends, Request
 
-from ufme_ray.audit import AuditRecord
 from ufme_ray.config import UfmeSettings
 from ufme_ray.orchestration.audit_trail import AuditTrail
 from ufme_ray.orchestration.demo import DemoLoader
 from ufme_ray.orchestration.engine import Engine
-from ufme_ray.serving.api.errors import ApiError, status_for
+from ufme_ray.orchestration.ratelimit import RateLimiter, retry_after_s
+from ufme_ray.serving.api.errors import ApiError
 from ufme_ray.serving.auth import AuthError, KeyStore, Principal, authorize
 from ufme_ray.serving.metrics import ServiceMetrics
-
-Result = TypeVar("Result")
-
 
 @dataclass(frozen=True)
 class Services:
@@ -33,6 +28,7 @@ class Services:
     keys: KeyStore
     demo: DemoLoader
     metrics: ServiceMetrics
+    limiter: RateLimiter  # the keys' quotas; the Gateway's is the cluster's (serving.rate_limiter)
 
 
 # Serve runs a deserialized copy of the FastAPI app, created after the Gateway's constructor, so
@@ -73,56 +69,30 @@ def presented_key(request: Request) -> str | None:
 
 
 def require(group: str) -> Callable:
-    """A dependency: the caller's key must hold a role granted `group` (401 / 403 otherwise)."""
+    """A dependency: the caller's key must hold a role granted `group` (401 / 403 otherwise) and be
+    within its quota, if it has one (429 with Retry-After otherwise)."""
 
     async def check(request: Request, services: Services = Depends(get_services)) -> Principal:
+        request.state.services = services  # the error handlers' audit uses what the request did
         try:
             principal = services.keys.authenticate(presented_key(request))
+            request.state.principal = principal  # a 403 is audited under the key that asked
             authorize(principal, group)
         except AuthError as exc:
             raise ApiError(exc.status, exc.code, exc.message) from None
-        request.state.principal = principal
+        if principal.rate is not None:
+            # 0 also when the cluster's quota actor is unreachable: quotas fail open, auth does not
+            # (serving.rate_limiter says why).
+            wait_s = await services.limiter.wait_s(principal.key_id, principal.rate)
+            if wait_s > 0:
+                services.metrics.rate_limited.inc(tags={"key_id": principal.key_id})
+                retry_after = retry_after_s(wait_s)
+                raise ApiError(
+                    429, "rate_limited",
+                    f"the key {principal.key_id!r} is past its quota of {principal.rate.rate:g} requests/s "
+                    f"(burst {principal.rate.burst}); retry after {retry_after} s",
+                    headers={"Retry-After": str(retry_after)},
+                )
         return principal
 
     return check
-
-
-def request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id", "")
-    return given[:64] if given.isprintable() and given else uuid.uuid4().hex
-
-
-async def audited(
-    request: Request,
-    services: Services,
-    operation: str,
-    action: Callable[[], Awaitable[Result]],
-    *,
-    subject_ids: list[str] | None = None,
-    summarize: Callable[[Result], dict] | None = None,
-) -> Result:
-    """Run `action` and append its audit record — durable before the answer (or the error) leaves."""
-    principal: Principal = request.state.principal
-    record = {
-        "request_id": request_id(request),
-        "key_id": principal.key_id,
-        "operation": operation,
-        "subject_ids": list(subject_ids or []),
-        "thresholds": services.engine.thresholds.as_dict(),
-        "client": request.client.host if request.client else None,
-    }
-    try:
-        result = await action()
-    except Exception as exc:
-        status = status_for(exc)
-        if status == 500:
-            raise  # unexpected: the error handler logs it
-        code = getattr(exc, "code", "refused")
-        await services.audit.record(AuditRecord(time=time.time(), outcome=str(status), detail=code, **record))
-        raise
-    extra = summarize(result) if summarize is not None else {}
-    record["subject_ids"] = sorted(set(record["subject_ids"]) | set(extra.pop("subject_ids", [])))
-    # The status the route answers with (201 for an enrolment); FastAPI's default is 200.
-    status = getattr(request.scope.get("route"), "status_code", None) or 200
-    await services.audit.record(AuditRecord(time=time.time(), outcome=str(status), **record, **extra))
-    return result

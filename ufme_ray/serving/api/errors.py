@@ -6,6 +6,7 @@ The only place that maps the domain's refusals (orchestration, vision, auth) to 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,7 @@ STATUS = (
     (domain.GateRejectedError, 422),
     (domain.DuplicateFaceError, 409),
     (domain.UnknownSubjectError, 404),
+    (domain.IdempotencyKeyReusedError, 422),
     (domain.GalleryUnavailableError, 503),
     (domain.AuditUnavailableError, 503),
     (domain.DomainError, 422),
@@ -42,9 +44,10 @@ STATUS = (
 class ApiError(Exception):
     """A refusal of the request itself (its encoding, size or fields), raised by the HTTP layer."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers  # e.g. Retry-After with a 429
 
 
 def status_for(exc: BaseException) -> int:
@@ -61,14 +64,18 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, on_error: Callable[[Request, int, str], Awaitable[None]]) -> None:
+    """Install the handlers; each calls `on_error(request, status, code)` before it answers (the audit)."""
+
     @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+    async def _api(request: Request, exc: ApiError):
+        await on_error(request, exc.status, exc.code)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(domain.DomainError)
-    async def _domain(_: Request, exc: domain.DomainError):
+    async def _domain(request: Request, exc: domain.DomainError):
         status = status_for(exc)
+        await on_error(request, status, exc.code)
         details = exc.details
         if isinstance(exc, domain.GateRejectedError):
             details = {"face": face_out(exc.face, exc.enforced).model_dump(), "failed_gates": exc.failed}
@@ -78,11 +85,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, exc.code, exc.message, details, headers)
 
     @app.exception_handler(vision.ImageError)
-    async def _image(_: Request, exc: vision.ImageError):
+    async def _image(request: Request, exc: vision.ImageError):
+        await on_error(request, status_for(exc), exc.code)
         return error_response(status_for(exc), exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError):
+    async def _validation(request: Request, exc: RequestValidationError):
+        await on_error(request, 422, "invalid_request")
         problems = [
             {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
         ]
@@ -90,11 +99,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", summary, {"problems": problems})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        code = codes.get(exc.status_code, "http_error")
+        await on_error(request, exc.status_code, code)
+        return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception):
+    async def _unexpected(request: Request, exc: Exception):
         logger.exception("unhandled error")
+        await on_error(request, 500, "internal_error")
         return error_response(500, "internal_error", f"internal error ({type(exc).__name__}); see the server log")

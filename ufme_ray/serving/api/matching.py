@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from ufme_ray.serving.api import presenters, schemas
-from ufme_ray.serving.api.dependencies import ServicesDep, audited, require
+from ufme_ray.serving.api.auditing import audited
+from ufme_ray.serving.api.dependencies import ServicesDep, require
 from ufme_ray.serving.api.errors import ApiError
 from ufme_ray.serving.api.inputs import read_image_request
 from ufme_ray.serving.api.openapi import ERRORS, image_body
@@ -59,4 +60,11 @@ async def verify(request: Request, services: ServicesDep):
 async def analyze(request: Request, services: ServicesDep):
     """Every face with box, landmarks, quality, liveness and morph status; no search."""
     _, images = await read_image_request(request, schemas.ImageIn, ("image",), services.settings.image)
-    return presenters.analysis_out(await services.engine.analyze(images["image"]))
+
+    async def analyze() -> schemas.AnalyzeOut:
+        return presenters.analysis_out(await services.engine.analyze(images["image"]))
+
+    return await audited(
+        request, services, "analyze", analyze,
+        summarize=lambda r: {"decisions": [{"faces": len(r.faces)}]},
+    )

@@ -202,6 +202,9 @@ class AuditRecordOut(BaseModel):
     gallery_epochs: list[int]
     client: str | None
     detail: str | None
+    phase: str = Field(description="intent: written before a change ran; answer: the outcome.")
+    count: int = Field(description="How many refusals this record stands for (1 unless aggregated).")
+    first_time: float | None = Field(description="For an aggregate, when its first refusal came.")
 
 
 class AuditPageOut(BaseModel):
