@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from proving.ledger import Ledger, Subject, Violation
+from proving.ledger import GalleryLedger, Ledger, Subject, Violation
 from proving.ray_processes import alive_actors
 from proving.seaweedfs import SeaweedS3
 from ufme_ray.config import UfmeSettings
@@ -35,7 +35,9 @@ from ufme_ray.jobs import submit as job_submit
 logger = logging.getLogger(__name__)
 
 TOP_K = 10
-WRITE_OPERATIONS = ("enrol", "delete")
+WRITE_OPERATIONS = ("enrol", "delete", "gallery")
+# Galleries kept alive at most: the mix creates until there are this many, then also deletes.
+LIVE_GALLERIES = 3
 # Answers that say "nothing happened, and why": the ledger treats them as refusals, not ambiguity.
 REFUSALS = {400, 404, 409, 413, 415, 422}
 PHOTO_UNUSABLE = {400, 409, 413, 415, 422}  # the same photo would be refused again
@@ -203,7 +205,8 @@ class ChaosRun:
         # shutdown of a replica, 20 s by default) have passed.
         self.ledger = Ledger(photos, run_id=uuid.uuid4().hex[:6], seed=seed, in_flight_bound_s=request_timeout_s + 30)
         self.rate, self.workers = rate, workers
-        self.mix = mix or {"enrol": 0.4, "delete": 0.2, "identify": 0.4}
+        self.mix = mix or {"enrol": 0.4, "delete": 0.2, "identify": 0.35, "gallery": 0.05}
+        self.galleries = GalleryLedger(self.ledger.run_id)
         self.phase = "warm-up"
         self.answers: list[Answer] = []
         self.history: defaultdict[str, list[tuple]] = defaultdict(list)
@@ -278,6 +281,19 @@ class ChaosRun:
             self.ledger.delete_refused(subject)
         else:
             self.ledger.delete_ambiguous(subject, answer.phase, answer.sent_at)
+        return answer
+
+    def gallery(self) -> Answer:
+        """Create a gallery, or (with enough of them) delete one; booked in the gallery ledger."""
+        victim = self.galleries.to_delete(self.random) if len(self.galleries.live) >= LIVE_GALLERIES else None
+        if victim is None:
+            gallery_id = self.galleries.new_id()
+            answer, _ = self._send("gallery", "POST", "/api/v1/galleries", Subject(gallery_id, Path(), self.phase),
+                                   json={"gallery_id": gallery_id})
+            (self.galleries.created if answer.status == "201" else self.galleries.unclear)(gallery_id, answer.phase)
+            return answer
+        answer, _ = self._send("gallery", "DELETE", f"/api/v1/galleries/{victim}", Subject(victim, Path(), self.phase))
+        (self.galleries.deleted if answer.status == "200" else self.galleries.unclear)(victim, answer.phase)
         return answer
 
     def identify(self, subject: Subject | None = None) -> tuple[Answer, bool] | None:
@@ -416,6 +432,13 @@ class ChaosRun:
                 self._violation("resurrected", subject, f"final check: GET answered {got}")
             self._until_answered(lambda: self.identify(subject))  # books a violation if it comes back
             checked["erased"] += 1
+        expected = [(g, p, 200, "lost") for g, p in sorted(self.galleries.live.items())]
+        expected += [(g, p, 404, "resurrected") for g, p in sorted(self.galleries.gone.items())]
+        for gallery_id, phase, want, kind in expected:
+            got = self._http.get(f"/api/v1/galleries/{gallery_id}").status_code
+            if got != want:
+                self._violation(kind, Subject(gallery_id, Path(), phase), f"final check: GET gallery answered {got}")
+            checked["galleries"] += 1
         return dict(checked)
 
     def _until_answered(self, call: Callable[[], tuple[Answer, bool] | None], timeout_s: float = 120) -> bool:

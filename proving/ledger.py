@@ -151,3 +151,43 @@ class Ledger:
         """(acknowledged, erased, ambiguous) at this moment."""
         with self._lock:
             return list(self.acknowledged.values()), [s for s, _ in self.erased.values()], list(self.ambiguous.values())
+
+
+@dataclass
+class GalleryLedger:
+    """Galleries created and deleted under faults: which creations and deletions were acknowledged,
+    and in which phase.
+
+    A gallery whose create or delete got no clear answer is `unsettled` and left out of the final
+    check; one created and acknowledged must exist at the end, one deleted and acknowledged must not.
+    """
+
+    run_id: str
+    live: dict[str, str] = field(default_factory=dict)  # gallery id -> phase of its acknowledged create
+    gone: dict[str, str] = field(default_factory=dict)  # gallery id -> phase of its acknowledged delete
+    unsettled: set[str] = field(default_factory=set)
+    _created: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def new_id(self) -> str:
+        with self._lock:
+            self._created += 1
+            return f"chaos-{self.run_id}-{self._created}"
+
+    def to_delete(self, rng: random.Random) -> str | None:
+        with self._lock:
+            return rng.choice(sorted(self.live)) if self.live else None
+
+    def created(self, gallery_id: str, phase: str) -> None:
+        with self._lock:
+            self.live[gallery_id] = phase
+
+    def deleted(self, gallery_id: str, phase: str) -> None:
+        with self._lock:
+            self.live.pop(gallery_id, None)
+            self.gone[gallery_id] = phase
+
+    def unclear(self, gallery_id: str, phase: str) -> None:
+        with self._lock:
+            self.live.pop(gallery_id, None)
+            self.unsettled.add(gallery_id)

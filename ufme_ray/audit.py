@@ -27,7 +27,10 @@ from ufme_ray.gallery.storage import ObjectStore
 logger = logging.getLogger(__name__)
 
 PREFIX = "audit"
-Operation = Literal["enrol", "delete", "identify", "verify", "analyze", "demo_load", "read_subject", "audit_read", "gallery_read"]
+Operation = Literal[
+    "enrol", "delete", "identify", "verify", "analyze", "demo_load", "read_subject", "list_subjects", "audit_read",
+    "gallery_read", "gallery_create", "gallery_update", "gallery_delete", "gallery_list", "gallery_show",
+]
 
 
 class AuditRecord(BaseModel):
@@ -39,6 +42,7 @@ class AuditRecord(BaseModel):
     operation: Operation
     outcome: str = Field(description="HTTP status code of the answer.")
     subject_ids: list[str] = Field(default_factory=list)
+    galleries: list[str] = Field(default_factory=list, description="The galleries the request acted in.")
     decisions: list[dict[str, Any]] = Field(default_factory=list, description="Per face: decision, scores.")
     thresholds: dict[str, float | None] = Field(default_factory=dict)
     gallery_epochs: list[int] = Field(default_factory=list)

@@ -33,10 +33,18 @@ def find_api_key(settings: UfmeSettings | None = None) -> str | None:
 
 
 class UfmeClient:
-    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, timeout_s: float = 120):
+    """One service, one API key and (optionally) one gallery: with `gallery`, subject, identify and
+    verify calls act in it (/api/v1/galleries/{gallery}/…); without, in `default`."""
+
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, gallery: str | None = None,
+        timeout_s: float = 120,
+    ):
         key = api_key or find_api_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout_s)
+        self.gallery_id = gallery
+        self._scope = "/api/v1" if gallery is None else f"/api/v1/galleries/{gallery}"
 
     def close(self) -> None:
         self._http.close()
@@ -61,25 +69,60 @@ class UfmeClient:
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
         return {"image": ("image", data)}
 
-    def enrol(self, subject_id: str, image: bytes | str | Path) -> dict:
-        return self._answer(self._http.post(f"/api/v1/subjects/{subject_id}/faces", files=self._image(image)))
+    def enrol(self, subject_id: str, image: bytes | str | Path, *, idempotency_key: str | None = None) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._answer(
+            self._http.post(f"{self._scope}/subjects/{subject_id}/faces", files=self._image(image), headers=headers)
+        )
 
-    def identify(self, image: bytes | str | Path, top_k: int = 5) -> dict:
-        return self._answer(self._http.post("/api/v1/identify", files=self._image(image), data={"top_k": str(top_k)}))
+    def identify(self, image: bytes | str | Path, top_k: int = 5, *, galleries: list[str] | None = None) -> dict:
+        """In the client's gallery, or in `galleries` at once (each candidate names its gallery)."""
+        data = {"top_k": str(top_k)}
+        if galleries is not None:
+            data["galleries"] = ",".join(galleries)
+            return self._answer(self._http.post("/api/v1/identify", files=self._image(image), data=data))
+        return self._answer(self._http.post(f"{self._scope}/identify", files=self._image(image), data=data))
 
     def verify(self, image: bytes | str | Path, subject_id: str) -> dict:
-        return self._answer(self._http.post("/api/v1/verify", files=self._image(image), data={"subject_id": subject_id}))
+        return self._answer(
+            self._http.post(f"{self._scope}/verify", files=self._image(image), data={"subject_id": subject_id})
+        )
 
     def subject(self, subject_id: str) -> dict:
-        return self._answer(self._http.get(f"/api/v1/subjects/{subject_id}"))
+        return self._answer(self._http.get(f"{self._scope}/subjects/{subject_id}"))
 
     def erase(self, subject_id: str) -> dict:
-        return self._answer(self._http.delete(f"/api/v1/subjects/{subject_id}"))
+        return self._answer(self._http.delete(f"{self._scope}/subjects/{subject_id}"))
+
+    def subjects(self, offset: int = 0, limit: int = 100) -> dict:
+        """A page of the client's gallery's subject ids."""
+        gallery = self.gallery_id or "default"
+        return self._answer(self._http.get(f"/api/v1/galleries/{gallery}/subjects", params={"offset": offset, "limit": limit}))
+
+    def create_gallery(self, gallery_id: str, description: str = "", policy: dict | None = None) -> dict:
+        body = {"gallery_id": gallery_id, "description": description, "policy": policy or {}}
+        return self._answer(self._http.post("/api/v1/galleries", json=body))
+
+    def galleries(self, offset: int = 0, limit: int = 100) -> dict:
+        return self._answer(self._http.get("/api/v1/galleries", params={"offset": offset, "limit": limit}))
+
+    def gallery_info(self, gallery_id: str) -> dict:
+        return self._answer(self._http.get(f"/api/v1/galleries/{gallery_id}"))
+
+    def update_gallery(self, gallery_id: str, *, description: str | None = None, policy: dict | None = None) -> dict:
+        body = {k: v for k, v in (("description", description), ("policy", policy)) if v is not None}
+        return self._answer(self._http.patch(f"/api/v1/galleries/{gallery_id}", json=body))
+
+    def delete_gallery(self, gallery_id: str) -> dict:
+        return self._answer(self._http.delete(f"/api/v1/galleries/{gallery_id}", timeout=600))
 
     def gallery(self) -> dict:
+        """The engine's shards (GET /api/v1/gallery)."""
         return self._answer(self._http.get("/api/v1/gallery"))
 
     def demo_load(self, **body: Any) -> dict:
+        if self.gallery_id is not None:
+            body.setdefault("gallery_id", self.gallery_id)
         return self._answer(self._http.post("/api/v1/demo/load", json=body, timeout=600))
 
     def audit(self, **filters: Any) -> dict:

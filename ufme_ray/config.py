@@ -311,6 +311,9 @@ class GallerySettings(_Strict):
     num_shards: PositiveInt = Field(2, description="Shards; a subject lives on hash(subject_id) mod num_shards.")
     index: IndexSettings = Field(default_factory=IndexSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    max_galleries: PositiveInt = Field(
+        10_000, description="Galleries the engine holds at most, `default` included; creating one more is refused (409)."
+    )
 
 
 class CompactionSettings(_Strict):

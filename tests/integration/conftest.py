@@ -38,6 +38,7 @@ def free_port() -> int:
 ROLES = ("admin", "enrol", "search")
 # A search key with a quota (`service.client_for(RATED)`): 2 requests at once, then one per 10 s.
 RATED, RATED_QUOTA = "test-rated", {"rate": 0.1, "burst": 2}
+SCOPED, SCOPED_GALLERIES = "test-staff-search", ["it-staff"]  # a search key for one gallery only
 
 
 class Service:
@@ -107,6 +108,8 @@ def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> 
     keys = {role: new_key(f"test-{role}") for role in ROLES}
     keys[RATED] = new_key(RATED)
     rated_key = {"id": RATED, "role": "search", "sha256": key_digest(keys[RATED]), **RATED_QUOTA}
+    keys[SCOPED] = new_key(SCOPED)
+    scoped_key = {"id": SCOPED, "role": "search", "sha256": key_digest(keys[SCOPED]), "galleries": SCOPED_GALLERIES}
     config = cluster.render_serve_config(
         REPO_ROOT / "serve_config.yaml",
         {
@@ -115,7 +118,7 @@ def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> 
             "storage_uri": storage_uri,
             "demo_dir": str(faces_dir / "lfw"),
             "gallery": {"num_shards": NUM_SHARDS},
-            "auth": {"keys": [{"id": f"test-{role}", "role": role, "sha256": key_digest(keys[role])} for role in ROLES] + [rated_key]},
+            "auth": {"keys": [{"id": f"test-{role}", "role": role, "sha256": key_digest(keys[role])} for role in ROLES] + [rated_key, scoped_key]},
             "audit": {"subject_key": base64.b64encode(os.urandom(32)).decode()},
         },
     )

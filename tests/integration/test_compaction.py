@@ -29,7 +29,8 @@ from tests.integration.conftest import NUM_SHARDS
 from ufme_ray import cluster
 from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.epochs import read_current, read_manifest
-from ufme_ray.gallery.events import EnrolEvent
+from ufme_ray.gallery.events import EnrolEvent, GalleryEvent
+from ufme_ray.gallery.galleries import subject_key
 from ufme_ray.gallery.log_segments import LogReader
 from ufme_ray.gallery.manifest import epoch_prefix
 from ufme_ray.gallery.merge import merge_subjects
@@ -549,6 +550,42 @@ def test_erasure_leaves_no_trace_in_storage(gallery, jobs):
     needles = [subject.encode()] + [v.tobytes() for v in stored] + [v.astype(np.float16).tobytes() for v in stored]
     for where, data in objects.items():
         assert not any(needle in data for needle in needles), f"{where} still holds the erased subject"
+
+
+def test_a_deleted_gallery_leaves_no_trace_in_storage(gallery, jobs):
+    """Delete a gallery as the engine does (mark, erase on every shard, purge), compact with
+    retention 0: none of its subject ids and none of its vector bytes are left, the gallery id only
+    as a hash; the gallery `default` beside it keeps its own."""
+    rng = np.random.default_rng(6)
+    registry = gallery.actor(0)
+    gallery_id = f"gone-{uuid.uuid4().hex[:8]}"
+    generation = ray.get(registry.change_gallery.remote(GalleryEvent(gallery_id, "create", time.time()))).generation
+    subjects = [f"erase-{uuid.uuid4().hex}" for _ in range(3)]
+    stored = {}
+    for subject in subjects:
+        key = subject_key(gallery_id, subject)
+        stored[key] = unit(rng, 2)
+        ray.get(gallery.owner(key).enrol.remote([(key, v, 0.9, None, generation) for v in stored[key]]))
+    kept = f"kept-{uuid.uuid4().hex[:8]}"
+    kept_ids = [t for t, _ in gallery.enrol(kept, unit(rng, 1))]
+    compacted(run_job(jobs, gallery))  # the gallery's templates are in a snapshot now, not only in the log
+    ray.get(registry.change_gallery.remote(GalleryEvent(gallery_id, "delete", time.time())))
+    erased = ray.get([gallery.actor(s).erase_gallery.remote(gallery_id, generation) for s in range(gallery.num_shards)])
+    assert sum(map(len, erased)) == 6
+    assert ray.get(registry.change_gallery.remote(GalleryEvent(gallery_id, "purge", time.time()))) is None
+    summary = compacted(run_job(jobs, gallery))
+    assert summary["retention"]["anchor"] == summary["epoch"]
+    assert gallery.templates(kept) == kept_ids
+    for key in stored:
+        assert [t.template_id for t in ray.get(gallery.owner(key).templates.remote(key))] == []
+    objects = every_object(gallery)
+    needles = [gallery_id.encode()] + [s.encode() for s in subjects]
+    needles += [v.tobytes() for vs in stored.values() for v in vs] + [v.astype(np.float16).tobytes() for vs in stored.values() for v in vs]
+    for where, data in objects.items():
+        assert not any(needle in data for needle in needles), f"{where} still holds the deleted gallery"
+    with pytest.raises(ray.exceptions.RayTaskError, match="NoSuchGalleryError"):  # an enrolment sent before the delete
+        key = subject_key(gallery_id, "late")
+        ray.get(gallery.owner(key).enrol.remote([(key, unit(rng, 1)[0], 0.9, None, generation)]))
 
 
 def every_object(gallery: Gallery) -> dict[str, bytes]:

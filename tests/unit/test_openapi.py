@@ -34,7 +34,7 @@ def test_every_reference_resolves(document):
     "path, fields",
     [
         ("/api/v1/subjects/{subject_id}/faces", {"image"}),
-        ("/api/v1/identify", {"image", "top_k"}),
+        ("/api/v1/identify", {"image", "top_k", "galleries"}),
         ("/api/v1/verify", {"image", "subject_id", "image2"}),
         ("/api/v1/analyze", {"image"}),
     ],

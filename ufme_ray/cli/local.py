@@ -73,7 +73,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     subjects = sorted(p.name for p in folder.iterdir() if p.is_dir())
     enrolled = templates = 0
     skipped: list[dict] = []
-    with UfmeClient(args.url, find_api_key(settings)) as client, tqdm(total=len(subjects), desc="demo gallery", unit="subject") as bar:
+    client = UfmeClient(args.url, find_api_key(settings), gallery=args.gallery)
+    with client, tqdm(total=len(subjects), desc=f"demo gallery ({args.gallery or 'default'})", unit="subject") as bar:
         for start in range(0, len(subjects), args.chunk):
             chunk = subjects[start : start + args.chunk]
             report = client.demo_load(folder=str(folder.resolve()), subjects=chunk, images_per_subject=args.images_per_subject)
@@ -126,4 +127,5 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--folder", help="<subject>/<image> photo folder (default: UFME_DEMO_DIR)")
     demo.add_argument("--images-per-subject", type=int, default=1)
     demo.add_argument("--chunk", type=int, default=10, help="subjects per request")
+    demo.add_argument("--gallery", help="the gallery to load into (it must exist; default: default)")
     demo.set_defaults(handler=cmd_demo)

@@ -24,7 +24,8 @@ import numpy as np
 
 from ufme_ray.config import GallerySettings
 from ufme_ray.gallery.epochs import next_epoch, publish_current, write_manifest
-from ufme_ray.gallery.events import EnrolEvent
+from ufme_ray.gallery.events import DeleteEvent, EnrolEvent, GalleryEvent
+from ufme_ray.gallery.galleries import ShardGalleries, gallery_of, sort_key
 from ufme_ray.gallery.index import build_index
 from ufme_ray.gallery.log_segments import LogReader
 from ufme_ray.gallery.manifest import Manifest, ShardSnapshotInfo
@@ -39,13 +40,15 @@ _COPY_CHUNK = 65_536
 
 @dataclasses.dataclass(frozen=True)
 class LiveSet:
-    """One shard's live templates through `watermark`, rows grouped by subject (sorted)."""
+    """One shard's live templates through `watermark`, rows grouped by subject (sorted by gallery,
+    then subject), and the shard's gallery state at the watermark."""
 
     rows: SnapshotRows
     vectors: np.ndarray  # float32 (n, d), row-aligned with `rows`
     watermark: int
     next_template_counter: int
     vectors_in: int  # snapshot rows + logged enrolments considered, before deletes were applied
+    galleries: ShardGalleries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +92,9 @@ def _live_requests(
 def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
     """Apply the shard's log after `base.watermark` to `base`: the live rows and their vectors.
 
-    A template is live if no delete of its subject follows its enrolment. The watermark is the
-    last seq of the log as listed when this starts; later appends belong to the next compaction.
+    A template is live if no delete of its subject, and no erasure of its gallery, follows its
+    enrolment. The watermark is the last seq of the log as listed when this starts; later appends
+    belong to the next compaction.
     """
     reader = LogReader(store, base.shard)
     watermark = max(base.watermark, reader.last_seq)
@@ -99,6 +103,8 @@ def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
     subjects: list[str] = []
     requests: dict[int, bytes] = {}  # position among the logged enrolments -> request key
     last_delete: dict[str, int] = {}
+    erased_at: dict[str, int] = {}  # gallery -> seq of its last erasure
+    galleries = ShardGalleries.from_json(base.galleries.to_json())
     counter = base.next_template_counter
     for seq, event in reader.read(base.watermark):
         if isinstance(event, EnrolEvent):
@@ -110,20 +116,31 @@ def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
                 requests[len(subjects)] = event.request
             subjects.append(event.subject_id)
             counter = max(counter, template_counter(event.template_id) + 1)
-        else:
+        elif isinstance(event, DeleteEvent):
             last_delete[event.subject_id] = seq
+        elif isinstance(event, GalleryEvent):
+            galleries.registry.apply(seq, event)
+        else:
+            erased_at[event.gallery_id] = seq
+            galleries.erase(event.gallery_id, event.generation)
+
+    def dead_through(subject: str) -> int:
+        return max(last_delete.get(subject, 0), erased_at.get(gallery_of(subject), 0))
+
     log_live = np.fromiter(
-        (seq > last_delete.get(subject, 0) for seq, subject in zip(seqs, subjects)), dtype=bool, count=len(seqs)
+        (seq > dead_through(subject) for seq, subject in zip(seqs, subjects)), dtype=bool, count=len(seqs)
     )
     base_rows = base.rows
     base_subject_live = np.fromiter(
-        (subject not in last_delete for subject in base_rows.subjects), dtype=bool, count=len(base_rows.subjects)
+        (dead_through(subject) == 0 for subject in base_rows.subjects), dtype=bool, count=len(base_rows.subjects)
     )
     base_live = np.repeat(base_subject_live, np.diff(base_rows.starts))
 
     # Group all live rows by subject: codes into the sorted union of subjects, then sort.
     log_subjects = [s for s, live in zip(subjects, log_live) if live]
-    all_subjects = sorted({*(s for s, live in zip(base_rows.subjects, base_subject_live) if live), *log_subjects})
+    all_subjects = sorted(
+        {*(s for s, live in zip(base_rows.subjects, base_subject_live) if live), *log_subjects}, key=sort_key
+    )
     code_of = {subject: code for code, subject in enumerate(all_subjects)}
     base_codes = np.array([code_of.get(s, -1) for s in base_rows.subjects], dtype=np.int64)
     codes = np.concatenate(
@@ -176,6 +193,7 @@ def live_set(store: ObjectStore, base: ShardSnapshot, *, dim: int) -> LiveSet:
         watermark=watermark,
         next_template_counter=counter,
         vectors_in=base.index.ntotal + len(seqs),
+        galleries=galleries,
     )
 
 
@@ -206,6 +224,7 @@ def build_snapshot(
             live.vectors, live.rows.template_ids, settings.index, rerank_path=rerank_file, progress=progress
         )
         rows, watermark, counter, vectors_in = live.rows, live.watermark, live.next_template_counter, live.vectors_in
+        galleries = live.galleries
         del live  # the float32 matrix is in the index or the rerank file now
         info = write_shard_snapshot(
             store,
@@ -216,6 +235,7 @@ def build_snapshot(
             watermark=watermark,
             next_template_counter=counter,
             rerank_file=rerank_file if index.rerank is not None else None,
+            galleries=galleries,
         )
         return ShardBuild(info=info, vectors_in=vectors_in)
     finally:

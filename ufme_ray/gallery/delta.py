@@ -46,6 +46,14 @@ class Delta:
         self.vectors[rows] = 0.0  # forget the face itself, not only its visibility
         return self.template_ids[rows].tolist()
 
+    def erase_all(self) -> list[int]:
+        """Erase every template (its gallery is erased); returns the ids that were live."""
+        ids = self.template_ids[: self.n][self.alive[: self.n]].tolist()
+        self.alive[:] = False
+        self.vectors[:] = 0.0
+        self.by_subject.clear()
+        return ids
+
     @property
     def live(self) -> int:
         return int(self.alive[: self.n].sum())

@@ -1,8 +1,9 @@
 """Gallery events and the segment codec of the event log.
 
-An event is an immutable fact about one shard: an enrolment (one template of one subject) or the
-deletion of a subject (all of its templates enrolled before the delete). The log gives each event a
-per-shard sequence number: strictly increasing, without gaps, starting at 1.
+An event is an immutable fact about one shard: an enrolment (one template of one subject), the
+deletion of a subject (all of its templates enrolled before the delete), a change to the registry
+of galleries (shard 0 only, `gallery.galleries`), or the erasure of a deleted gallery's templates.
+The log gives each event a per-shard sequence number: strictly increasing, without gaps, from 1.
 
 Segment layout (little-endian), written once and never changed:
 
@@ -13,6 +14,8 @@ Segment layout (little-endian), written once and never changed:
     payload u64 seq | u8 kind | f64 timestamp | u16 len | subject_id utf-8
             enrol only: i64 template_id | f32 quality | u32 dim | dim × f32 vector
             keyed enrol only (kind 3): then 32 bytes request (see `EnrolEvent.request`)
+            gallery (kind 4; subject_id is the gallery id): u8 action | u32 len | details JSON utf-8
+            gallery erase (kind 5; subject_id is the gallery id): u64 generation
 
 Every record carries its own checksum, so a reader names the first damaged record; the footer
 makes a segment cut at a record boundary (a torn write) as detectable as one cut mid-record.
@@ -20,10 +23,11 @@ makes a segment cut at a record boundary (a torn write) as detectable as one cut
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +46,11 @@ _KIND_DELETE = 2
 # An enrolment made under a request key; its own kind so that segments written before keys
 # existed decode unchanged.
 _KIND_ENROL_KEYED = 3
+_KIND_GALLERY = 4
+_KIND_ERASE_GALLERY = 5
+_GALLERY_TAIL = struct.Struct("<BI")
+_ERASE_TAIL = struct.Struct("<Q")
+GALLERY_ACTIONS = ("create", "update", "delete", "purge")
 REQUEST_BYTES = 32
 
 
@@ -136,7 +145,53 @@ class DeleteEvent:
         object.__setattr__(self, "timestamp", float(self.timestamp))
 
 
-Event = EnrolEvent | DeleteEvent
+@dataclass(frozen=True, eq=False)
+class GalleryEvent:
+    """A change to the registry of galleries: `create` (details: description, policy), `update`
+    (the details given replace theirs), `delete` (the gallery is being erased), `purge` (every
+    shard has erased it: the registry forgets it)."""
+
+    gallery_id: str
+    action: str
+    timestamp: float
+    details: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_subject(self.gallery_id)
+        _check_timestamp(self.timestamp)
+        if self.action not in GALLERY_ACTIONS:
+            raise ValueError(f"gallery action must be one of {GALLERY_ACTIONS}, got {self.action!r}")
+        json.dumps(self.details)  # must encode: refused before it is logged, not when written
+        object.__setattr__(self, "timestamp", float(self.timestamp))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GalleryEvent):
+            return NotImplemented
+        return (self.gallery_id, self.action, self.timestamp, self.details) == (
+            other.gallery_id, other.action, other.timestamp, other.details
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class EraseGalleryEvent:
+    """Every template of the gallery's incarnation `generation` (and earlier) on this shard is erased;
+    the shard refuses enrolments into that generation from then on."""
+
+    gallery_id: str
+    generation: int
+    timestamp: float
+
+    def __post_init__(self) -> None:
+        _check_subject(self.gallery_id)
+        _check_timestamp(self.timestamp)
+        if not 0 <= int(self.generation) < 2**63:
+            raise ValueError(f"generation {self.generation} is not a seq")
+        object.__setattr__(self, "timestamp", float(self.timestamp))
+
+
+Event = EnrolEvent | DeleteEvent | GalleryEvent | EraseGalleryEvent
 
 
 @dataclass(frozen=True)
@@ -153,7 +208,8 @@ class SegmentHeader:
 
 def encode_event(seq: int, event: Event) -> bytes:
     """One record (length, checksum, payload) for `event` at sequence number `seq`."""
-    subject = event.subject_id.encode("utf-8")
+    named = event.gallery_id if isinstance(event, (GalleryEvent, EraseGalleryEvent)) else event.subject_id
+    subject = named.encode("utf-8")
     if isinstance(event, EnrolEvent):
         vector = event.vector.astype("<f4", copy=False)
         kind = _KIND_ENROL if event.request is None else _KIND_ENROL_KEYED
@@ -168,6 +224,23 @@ def encode_event(seq: int, event: Event) -> bytes:
         )
     elif isinstance(event, DeleteEvent):
         payload = _PAYLOAD_HEAD.pack(seq, _KIND_DELETE, event.timestamp, len(subject)) + subject
+    elif isinstance(event, GalleryEvent):
+        details = json.dumps(event.details, sort_keys=True).encode("utf-8")
+        action = GALLERY_ACTIONS.index(event.action)
+        payload = b"".join(
+            (
+                _PAYLOAD_HEAD.pack(seq, _KIND_GALLERY, event.timestamp, len(subject)),
+                subject,
+                _GALLERY_TAIL.pack(action, len(details)),
+                details,
+            )
+        )
+    elif isinstance(event, EraseGalleryEvent):
+        payload = (
+            _PAYLOAD_HEAD.pack(seq, _KIND_ERASE_GALLERY, event.timestamp, len(subject))
+            + subject
+            + _ERASE_TAIL.pack(event.generation)
+        )
     else:
         raise TypeError(f"not a gallery event: {type(event).__name__}")
     return _RECORD_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
@@ -244,6 +317,18 @@ def _decode_payload(payload: memoryview, name: str, index: int) -> tuple[int, Ev
             if pos != len(payload):
                 raise ValueError("delete record has trailing bytes")
             return seq, DeleteEvent(subject_id=subject_id, timestamp=timestamp)
+        if kind == _KIND_GALLERY:
+            action, length = _GALLERY_TAIL.unpack_from(payload, pos)
+            pos += _GALLERY_TAIL.size
+            if pos + length != len(payload):
+                raise ValueError("gallery record's details do not fill it")
+            details = json.loads(bytes(payload[pos:]).decode("utf-8"))
+            return seq, GalleryEvent(subject_id, GALLERY_ACTIONS[action], timestamp, details)
+        if kind == _KIND_ERASE_GALLERY:
+            (generation,) = _ERASE_TAIL.unpack_from(payload, pos)
+            if pos + _ERASE_TAIL.size != len(payload):
+                raise ValueError("gallery erase record has trailing bytes")
+            return seq, EraseGalleryEvent(subject_id, generation, timestamp)
         if kind not in (_KIND_ENROL, _KIND_ENROL_KEYED):
             raise ValueError(f"unknown event kind {kind}")
         template_id, quality, dim = _ENROL_TAIL.unpack_from(payload, pos)
@@ -258,6 +343,6 @@ def _decode_payload(payload: memoryview, name: str, index: int) -> tuple[int, Ev
             request=request,
         )
         return seq, event
-    except (struct.error, UnicodeDecodeError, ValueError) as exc:
+    except (struct.error, UnicodeDecodeError, ValueError, IndexError) as exc:
         # The checksum matched, so this is a writer bug or a foreign file, not bit rot: still refuse.
         raise CorruptSegmentError(name, f"record {index}: undecodable ({exc})") from exc

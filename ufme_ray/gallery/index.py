@@ -125,20 +125,27 @@ class BuiltIndex:
         return int(self.index.ntotal)
 
     def search(
-        self, queries: np.ndarray, k: int, *, alive: np.ndarray | None = None
+        self, queries: np.ndarray, k: int, *, alive: np.ndarray | None = None, within: tuple[int, int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows per query: (cosine scores (n, k) float32, rows (n, k) int64), best first.
 
         `queries` must be L2-normalised float32. `alive` is a packed little-endian bitmap over rows
-        (np.packbits(..., bitorder="little")); rows whose bit is 0 are never returned. Missing
-        results are row -1 with score -inf.
+        (np.packbits(..., bitorder="little")); rows whose bit is 0 are never returned. `within`
+        (start, stop) limits the search to that range (one gallery's rows). Missing results are
+        row -1 with score -inf.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         nq = len(queries)
         if self.ntotal == 0:
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
-        selector = None if alive is None else faiss.IDSelectorBitmap(self.ntotal, faiss.swig_ptr(alive))
+        selectors = []
+        if alive is not None:
+            selectors.append(faiss.IDSelectorBitmap(self.ntotal, faiss.swig_ptr(alive)))
+        if within is not None and within != (0, self.ntotal):
+            selectors.append(faiss.IDSelectorRange(*within))
+        # The selectors must outlive the search: FAISS holds bare pointers to them.
+        selector = selectors[0] if len(selectors) == 1 else faiss.IDSelectorAnd(*selectors) if selectors else None
         if self._refine is None:
             params = None if selector is None else faiss.SearchParameters(sel=selector)
             scores, rows = self.index.search(queries, k, params=params)

@@ -30,8 +30,10 @@ from ufme_ray.gallery.events import (
     CorruptSegmentError,
     DeleteEvent,
     EnrolEvent,
+    EraseGalleryEvent,
     Event,
     EventLogError,
+    GalleryEvent,
 )
 
 __all__ = [
@@ -67,7 +69,7 @@ def check_events(events: Sequence[Event]) -> list[Event]:
     if not batch:
         raise ValueError("append needs at least one event")
     for event in batch:
-        if not isinstance(event, (EnrolEvent, DeleteEvent)):
+        if not isinstance(event, (EnrolEvent, DeleteEvent, GalleryEvent, EraseGalleryEvent)):
             raise TypeError(f"not a gallery event: {type(event).__name__}")
     return batch
 

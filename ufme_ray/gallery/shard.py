@@ -5,9 +5,14 @@ snapshot holds every event with seq <= its watermark, the delta and tombstones h
 after it, applied in seq order. So `Shard.open` (snapshot + replay) rebuilds exactly the state a
 live shard had, and every acknowledged enrolment or delete survives a restart.
 
+Galleries (`gallery.galleries`): subjects are keyed within their gallery; the snapshot's rows of
+one gallery are one range and the delta is one per gallery, so a search of a small gallery costs
+what that gallery holds, whatever its neighbours hold. Shard 0 also holds the registry of galleries.
+
 Concurrency: any number of threads may search, enrol and delete at once. Appends are
 group-committed by the log outside any shard lock; the resulting events are then applied in seq
-order under a short write lock, and searches hold a read lock (FAISS releases the GIL).
+order under a short write lock, and searches hold a read lock (FAISS releases the GIL). Erasing a
+gallery excludes enrolments for the moment it is logged, so none can land after it unseen.
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ import numpy as np
 from ufme_ray.config import GallerySettings
 from ufme_ray.gallery.delta import Delta
 from ufme_ray.gallery.epochs import read_manifest
-from ufme_ray.gallery.events import DeleteEvent, EnrolEvent, Event
+from ufme_ray.gallery.events import DeleteEvent, EnrolEvent, EraseGalleryEvent, Event, GalleryEvent
+from ufme_ray.gallery.galleries import (
+    DEFAULT_GALLERY,
+    GalleryRecord,
+    ShardGalleries,
+    NoSuchGalleryError,
+    gallery_of,
+    split_key,
+)
 from ufme_ray.gallery.index import l2_normalise
 from ufme_ray.gallery.locks import RWLock
 from ufme_ray.gallery.log import CorruptLogError, EventLog
@@ -40,6 +53,39 @@ logger = logging.getLogger(__name__)
 
 # search_subjects starts with this many templates per subject asked for, and doubles while short.
 SUBJECT_SEARCH_WIDTH = 4
+# A gallery with at most this many snapshot rows on the shard is searched exactly over its own
+# rows (decoded from the rerank store), not through the shared index, so its neighbours' size
+# costs it nothing; above it, the shared index with the gallery's row range as a filter.
+EXACT_GALLERY_ROWS = 16_384
+
+
+def _gallery_ranges(rows) -> dict[str, tuple[int, int, int, int]]:
+    """Per gallery: (first row, row after its last, first subject code, code after its last)."""
+    ranges: dict[str, tuple[int, int, int, int]] = {}
+    galleries = [gallery_of(subject) for subject in rows.subjects]
+    first = 0
+    for code in range(1, len(galleries) + 1):
+        if code == len(galleries) or galleries[code] != galleries[first]:
+            if galleries[first] in ranges:
+                raise CorruptSnapshotError(f"snapshot rows of gallery {galleries[first]!r} are not one range")
+            ranges[galleries[first]] = (int(rows.starts[first]), int(rows.starts[code]), first, code)
+            first = code
+    return ranges
+
+
+def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best columns per row of `scores`, best first: (scores, columns); missing: -inf, -1."""
+    nq, n = scores.shape
+    take = min(k, n)
+    if take == 0:
+        return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+    top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+    columns = np.where(np.isfinite(top_scores), top, -1)
+    pad = ((0, 0), (0, k - take))
+    return np.pad(top_scores, pad, constant_values=-np.inf), np.pad(columns, pad, constant_values=-1)
 
 
 def _best_per_subject(hits: list[SearchHit]) -> list[SearchHit]:
@@ -87,8 +133,12 @@ class Shard:
         self._id_lock = threading.Lock()
         self._failure: BaseException | None = None
         self._requests = RequestLedger()
-        self._install_base(base, deletes=[])
-        self._delta = Delta(dim)
+        # Enrolments hold it shared, a gallery's erasure alone (see `erase_gallery`).
+        self._gallery_gate = RWLock()
+        self._registry_lock = threading.Lock()
+        self._galleries = ShardGalleries.from_json(base.galleries.to_json())
+        self._install_base(base, deletes=[], erasures=[])
+        self._deltas: dict[str, Delta] = {}
         self._applied_seq = base.watermark
         self._counter = base.next_template_counter
         replayed = 0
@@ -136,20 +186,39 @@ class Shard:
             rerank_dir=local,
         )
 
-    def _install_base(self, base: ShardSnapshot, deletes: list[tuple[int, str]]) -> None:
-        """Make `base` the snapshot, with tombstones for the deletes after its watermark."""
+    def _install_base(self, base: ShardSnapshot, deletes: list[tuple[int, str]], erasures: list[tuple[int, str]]) -> None:
+        """Make `base` the snapshot, with tombstones for the deletes and gallery erasures after its watermark."""
         self._base = base
         self._base_codes = {subject: code for code, subject in enumerate(base.rows.subjects)}
+        self._ranges = _gallery_ranges(base.rows)
         self._tombstones: set[str] = set()
         self._alive: np.ndarray | None = None
         self._deletes = [(seq, subject) for seq, subject in deletes if seq > base.watermark]
+        self._erasures = [(seq, gallery) for seq, gallery in erasures if seq > base.watermark]
         for _, subject in self._deletes:
             self._tombstone_base(subject)
+        for _, gallery in self._erasures:
+            self._tombstone_base_gallery(gallery)
         rows = base.rows
         keyed = np.fromiter(rows.requests, np.int64, len(rows.requests))
         for row, code in zip(keyed.tolist(), rows.subject_of_rows(keyed).tolist()):
             if rows.subjects[code] not in self._tombstones:
                 self._requests.add(rows.requests[row], int(rows.template_ids[row]), base.watermark)
+
+    def _tombstone_base_gallery(self, gallery_id: str) -> list[int]:
+        """Tombstone every subject of the gallery in the snapshot; returns their template ids."""
+        found = self._ranges.get(gallery_id)
+        if found is None:
+            return []
+        start, stop, first_code, last_code = found
+        if self._alive is None:
+            self._alive = np.packbits(np.ones(self._base.index.ntotal, bool), bitorder="little")
+        bits = np.unpackbits(self._alive, count=self._base.index.ntotal, bitorder="little")
+        erased = self._base.rows.template_ids[start:stop][bits[start:stop].astype(bool)].tolist()
+        bits[start:stop] = 0
+        self._alive = np.packbits(bits, bitorder="little")
+        self._tombstones.update(self._base.rows.subjects[first_code:last_code])
+        return erased
 
     def _tombstone_base(self, subject_id: str) -> list[int]:
         code = self._base_codes.get(subject_id)
@@ -166,14 +235,24 @@ class Shard:
     def _apply(self, seq: int, event: Event) -> list[int]:
         """Fold one event into memory (caller holds the write lock, events come in seq order)."""
         if isinstance(event, EnrolEvent):
-            self._delta.add(seq, event)
+            self._deltas.setdefault(gallery_of(event.subject_id), Delta(self.dim)).add(seq, event)
             self._counter = max(self._counter, template_counter(event.template_id) + 1)
             if event.request is not None:
                 self._requests.add(event.request, event.template_id, seq)
             return [event.template_id]
-        erased = self._tombstone_base(event.subject_id) + self._delta.erase(event.subject_id)
+        if isinstance(event, GalleryEvent):
+            self._galleries.registry.apply(seq, event)
+            return []
+        if isinstance(event, EraseGalleryEvent):
+            delta = self._deltas.pop(event.gallery_id, None)  # its vectors go with it
+            erased = self._tombstone_base_gallery(event.gallery_id) + ([] if delta is None else delta.erase_all())
+            self._galleries.erase(event.gallery_id, event.generation)
+            self._erasures.append((seq, event.gallery_id))
+        else:
+            delta = self._deltas.get(gallery_of(event.subject_id))
+            erased = self._tombstone_base(event.subject_id) + ([] if delta is None else delta.erase(event.subject_id))
+            self._deletes.append((seq, event.subject_id))
         self._requests.forget(erased)
-        self._deletes.append((seq, event.subject_id))
         return erased
 
     def _commit(self, events: list[Event]) -> list[tuple[int, list[int]]]:
@@ -204,11 +283,20 @@ class Shard:
         An item whose request key was acknowledged before (or repeats one earlier in the batch)
         adds nothing and answers that first (template_id, seq).
         Raises WrongShardError for a subject of another shard, ValueError for a bad vector or
-        quality, RequestKeyReusedError for a key acknowledged for another request, and the log's
-        errors (FencedError, StorageError, …) if the append fails.
+        quality, RequestKeyReusedError for a key acknowledged for another request,
+        NoSuchGalleryError for a gallery generation this shard has erased, and the log's errors
+        (FencedError, StorageError, …) if the append fails.
         """
         if not items:
             return []
+        with self._gallery_gate.read():
+            for item in items:
+                gallery = gallery_of(item.subject_id)
+                if self._galleries.is_erased(gallery, item.generation):
+                    raise NoSuchGalleryError(gallery)
+            return self._enrol(items)
+
+    def _enrol(self, items: Sequence[Enrolment]) -> list[tuple[int, int]]:
         for item in items:
             owner = shard_for(item.subject_id, self.num_shards)
             if owner != self.shard_id:
@@ -259,10 +347,77 @@ class Shard:
         [(_, erased)] = self._commit([DeleteEvent(subject_id=subject_id, timestamp=time.time())])
         return sorted(erased)
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[SearchHit]]:
-        """Top-k templates per query by cosine similarity, best first; never a deleted subject.
+    def erase_gallery(self, gallery_id: str, generation: int) -> list[int]:
+        """Erase every template of the gallery's incarnation `generation` (or an earlier one) on
+        this shard and refuse enrolments into it from now on; returns the erased template ids.
 
-        `queries` is (n, d) (normalised here). Fewer than k hits when the shard holds fewer.
+        Logged even when the shard holds none of its templates: the refusal of later enrolments
+        must survive a restart. Idempotent: a generation erased before returns []. Enrolments
+        wait while it is logged, so each lands before it (and is erased) or is refused.
+        """
+        with self._gallery_gate.write():
+            if self._galleries.is_erased(gallery_id, generation):
+                return []
+            [(_, erased)] = self._commit([EraseGalleryEvent(gallery_id, generation, time.time())])
+        return sorted(erased)
+
+    def change_gallery(self, event: GalleryEvent, *, max_galleries: int) -> GalleryRecord | None:
+        """Log a change to the registry of galleries (shard 0 holds it); returns the gallery's
+        record after it (None once purged). Raises the registry's refusals (`galleries`)."""
+        if self.shard_id != 0:
+            raise WrongShardError(f"the registry of galleries is on shard 0, not {self.shard_id}")
+        with self._registry_lock:  # check and log as one step: two creates of one id cannot both pass
+            with self._rw.read():
+                self._galleries.registry.check(event, max_galleries=max_galleries)
+            self._commit([event])
+        with self._rw.read():
+            return self._galleries.registry.get(event.gallery_id)
+
+    def galleries(self) -> list[GalleryRecord]:
+        """The registry (meaningful on shard 0), `default` included."""
+        with self._rw.read():
+            return self._galleries.registry.records()
+
+    def gallery(self, gallery_id: str) -> GalleryRecord | None:
+        with self._rw.read():
+            return self._galleries.registry.get(gallery_id)
+
+    def gallery_counts(self, gallery_id: str) -> dict:
+        """{subjects, templates} of the gallery held by this shard."""
+        with self._rw.read():
+            subjects: set[str] = set()
+            templates = 0
+            found = self._ranges.get(gallery_id)
+            if found is not None:
+                rows = self._base.rows
+                for code in range(found[2], found[3]):
+                    subject = rows.subjects[code]
+                    if subject not in self._tombstones:
+                        subjects.add(subject)
+                        templates += int(rows.starts[code + 1] - rows.starts[code])
+            delta = self._deltas.get(gallery_id)
+            if delta is not None:
+                subjects.update(delta.by_subject)
+                templates += delta.live
+        return {"subjects": len(subjects), "templates": templates}
+
+    def list_subjects(self, gallery_id: str, limit: int) -> list[str]:
+        """The first `limit` subject ids of the gallery on this shard, in order."""
+        with self._rw.read():
+            keys: set[str] = set()
+            found = self._ranges.get(gallery_id)
+            if found is not None:
+                keys.update(s for s in self._base.rows.subjects[found[2] : found[3]] if s not in self._tombstones)
+            delta = self._deltas.get(gallery_id)
+            if delta is not None:
+                keys.update(delta.by_subject)
+        return sorted(split_key(key)[1] for key in keys)[:limit]
+
+    def search(self, queries: np.ndarray, k: int, galleries: Sequence[str] = (DEFAULT_GALLERY,)) -> list[list[SearchHit]]:
+        """Top-k templates per query by cosine similarity within `galleries`, best first; never a
+        deleted subject, never another gallery's template. Hits name subject keys.
+
+        `queries` is (n, d) (normalised here). Fewer than k hits when the galleries hold fewer.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -271,32 +426,55 @@ class Shard:
             return []
         with self._rw.read():
             base = self._base
-            base_scores, base_rows = base.index.search(queries, k, alive=self._alive)
-            delta_scores, delta_rows = self._delta.search(queries, k)
-            base_subjects = base.rows.subject_of_rows(np.maximum(base_rows, 0))
-            scores = np.concatenate([base_scores, delta_scores], axis=1)
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            scores, sources = [], []  # per part: (nq, k) scores, and how to name its columns
+            for gallery in dict.fromkeys(galleries):
+                found = self._ranges.get(gallery)
+                if found is not None:
+                    part_scores, rows = self._search_base(queries, k, found[0], found[1])
+                    scores.append(part_scores)
+                    sources.append((None, rows))
+                delta = self._deltas.get(gallery)
+                if delta is not None:
+                    part_scores, rows = delta.search(queries, k)
+                    scores.append(part_scores)
+                    sources.append((delta, rows))
+            if not scores:
+                return [[] for _ in range(len(queries))]
+            top_scores, columns = _top(np.concatenate(scores, axis=1), k)
             results = []
             for q in range(len(queries)):
                 hits = []
-                for column in order[q]:
-                    score = float(scores[q, column])
-                    if score == -np.inf:
+                for score, column in zip(top_scores[q].tolist(), columns[q].tolist()):
+                    if column < 0:
                         break
-                    if column < k:
-                        row = int(base_rows[q, column])
-                        hit = SearchHit(
-                            int(base.index.ids[row]), base.rows.subjects[int(base_subjects[q, column])], score
-                        )
+                    delta, rows = sources[column // k]
+                    row = int(rows[q, column % k])
+                    if delta is None:
+                        code = int(base.rows.subject_of_rows(np.array([row]))[0])
+                        hits.append(SearchHit(int(base.index.ids[row]), base.rows.subjects[code], score))
                     else:
-                        row = int(delta_rows[q, column - k])
-                        hit = SearchHit(int(self._delta.template_ids[row]), self._delta.subjects[row], score)
-                    hits.append(hit)
+                        hits.append(SearchHit(int(delta.template_ids[row]), delta.subjects[row], score))
                 results.append(hits)
         return results
 
-    def search_subjects(self, queries: np.ndarray, top_k: int) -> list[list[SearchHit]]:
-        """Per query, the top_k subjects by their best template (one hit each), best first.
+    def _search_base(self, queries: np.ndarray, k: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k live snapshot rows in start..stop-1 per query (caller holds the read lock)."""
+        index = self._base.index
+        if stop - start > EXACT_GALLERY_ROWS:
+            return index.search(queries, k, alive=self._alive, within=(start, stop))
+        scores = queries @ index.vectors(start, stop).T
+        if self._alive is not None:
+            first_byte = start >> 3
+            bits = np.unpackbits(self._alive[first_byte : (stop + 7) >> 3], bitorder="little")
+            live = bits[start - (first_byte << 3) : stop - (first_byte << 3)].astype(bool)
+            scores[:, ~live] = -np.inf
+        top_scores, columns = _top(scores, k)
+        return top_scores, np.where(columns >= 0, columns + start, -1)
+
+    def search_subjects(
+        self, queries: np.ndarray, top_k: int, galleries: Sequence[str] = (DEFAULT_GALLERY,)
+    ) -> list[list[SearchHit]]:
+        """Per query, the top_k subjects of `galleries` by their best template (one hit each), best first.
 
         The template search widens until it holds top_k distinct subjects or the shard has no more
         templates, so a subject enrolled with many close photos cannot push others out.
@@ -308,7 +486,7 @@ class Shard:
         pending, k = list(range(len(queries))), top_k * SUBJECT_SEARCH_WIDTH
         while pending:
             still = []
-            for q, hits in zip(pending, self.search(queries[pending], k)):
+            for q, hits in zip(pending, self.search(queries[pending], k, galleries)):
                 found[q] = _best_per_subject(hits)[:top_k]
                 if len(found[q]) < top_k and len(hits) == k:
                     still.append(q)
@@ -338,9 +516,11 @@ class Shard:
                 start, stop = int(self._base.rows.starts[code]), int(self._base.rows.starts[code + 1])
                 ids += self._base.rows.template_ids[start:stop].tolist()
                 parts.append(self._base.index.vectors(start, stop))
-            rows = self._delta.by_subject.get(subject_id, [])
-            ids += self._delta.template_ids[rows].tolist()
-            parts.append(self._delta.vectors[rows])
+            delta = self._deltas.get(gallery_of(subject_id))
+            if delta is not None:
+                rows = delta.by_subject.get(subject_id, [])
+                ids += delta.template_ids[rows].tolist()
+                parts.append(delta.vectors[rows])
         if not ids:
             return [[] for _ in range(len(queries))]
         order = np.argsort(ids)
@@ -360,13 +540,10 @@ class Shard:
                         int(rows.template_ids[row]), float(rows.quality[row]), float(rows.enrolled_at[row])
                     )
                     found.append(info)
-            for row in self._delta.by_subject.get(subject_id, []):
+            delta = self._deltas.get(gallery_of(subject_id))
+            for row in [] if delta is None else delta.by_subject.get(subject_id, []):
                 found.append(
-                    TemplateInfo(
-                        int(self._delta.template_ids[row]),
-                        float(self._delta.quality[row]),
-                        float(self._delta.enrolled_at[row]),
-                    )
+                    TemplateInfo(int(delta.template_ids[row]), float(delta.quality[row]), float(delta.enrolled_at[row]))
                 )
         return sorted(found)
 
@@ -379,7 +556,8 @@ class Shard:
             )
             live_base = base.index.ntotal - tombstoned_rows
             resident = base.index.resident_bytes()
-            resident["delta"] = self._delta.vectors.nbytes
+            delta_rows = sum(delta.live for delta in self._deltas.values())
+            resident["delta"] = sum(delta.vectors.nbytes for delta in self._deltas.values())
             return ShardStats(
                 shard=self.shard_id,
                 num_shards=self.num_shards,
@@ -390,8 +568,8 @@ class Shard:
                 index_kind=base.index.params.kind,
                 snapshot_rows=base.index.ntotal,
                 live_snapshot_rows=live_base,
-                delta_rows=self._delta.live,
-                live_templates=live_base + self._delta.live,
+                delta_rows=delta_rows,
+                live_templates=live_base + delta_rows,
                 tombstoned_subjects=len(self._tombstones),
                 resident_bytes=resident,
             )
@@ -430,8 +608,9 @@ class Shard:
                 self._apply_cond.wait(remaining)
             with self._rw.write():
                 old = self._base
-                self._install_base(fresh, deletes=self._deletes)
-                self._delta = self._delta.after(fresh.watermark)
+                self._install_base(fresh, deletes=self._deletes, erasures=self._erasures)
+                kept = {gallery: delta.after(fresh.watermark) for gallery, delta in self._deltas.items()}
+                self._deltas = {gallery: delta for gallery, delta in kept.items() if delta.n}
                 self._counter = max(self._counter, fresh.next_template_counter)
         if old.rerank_path is not None:
             old.rerank_path.unlink(missing_ok=True)  # mapped pages stay valid until the old index is freed

@@ -21,10 +21,11 @@ class Enrolment:
     """One template to enrol. The vector is L2-normalised by the shard; `request` is the request
     key (`gallery.requests`) a retry of the same enrolment comes back with."""
 
-    subject_id: str
+    subject_id: str  # the subject's key in its gallery (`galleries.subject_key`)
     vector: np.ndarray
     quality: float = 1.0
     request: bytes | None = None
+    generation: int = 0  # the gallery's incarnation it is enrolled into (`galleries`)
 
 
 class SearchHit(NamedTuple):

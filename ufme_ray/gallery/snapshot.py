@@ -5,8 +5,10 @@ Layout, for snapshot epoch E (zero-padded to 10 digits):
     snapshots/<E>/shard-<i>.index        FAISS index bytes (rows 0..n-1 are FAISS ids)
     snapshots/<E>/shard-<i>.rows.arrow   Arrow IPC: template_id, subject_id, quality, enrolled_at and
                                          the request key (or null) per row, rows grouped by subject
-                                         (sorted), templates in id order
+                                         key (sorted by gallery, then subject), templates in id order
     snapshots/<E>/shard-<i>.rerank.faiss float16 vectors (FAISS IndexScalarQuantizer), IVF-PQ only
+    snapshots/<E>/shard-<i>.galleries.json  erased gallery generations and (shard 0) the registry of
+                                         galleries, when there is any (`gallery.galleries`)
     snapshots/<E>/shard-<i>.json         watermark, counts, index params, sha256 + size of each part
     snapshots/<E>/MANIFEST.json          shard count, dim, index params, every shard's watermark and
                                          the sha256 of each of its parts (written after all shards)
@@ -38,6 +40,7 @@ import pyarrow.ipc as paipc
 from ufme_ray.config import IndexSettings
 from ufme_ray.gallery.epochs import read_current, read_manifest
 from ufme_ray.gallery.events import REQUEST_BYTES
+from ufme_ray.gallery.galleries import ShardGalleries
 from ufme_ray.gallery.index import BuiltIndex, IndexParams, deserialize, read_mmap, serialize
 from ufme_ray.gallery.manifest import CorruptSnapshotError, Manifest, PartInfo, ShardSnapshotInfo, part_key
 from ufme_ray.gallery.storage import ObjectNotFoundError, ObjectStore
@@ -47,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class SnapshotRows:
-    """Per-row data of a shard snapshot; rows grouped by subject, subjects sorted.
+    """Per-row data of a shard snapshot; rows grouped by subject key, keys sorted by (gallery,
+    subject id) so that each gallery's rows are contiguous (`galleries.sort_key`).
 
     Rows of subject `subjects[c]` are `starts[c]:starts[c + 1]`.
     """
@@ -127,6 +131,7 @@ class ShardSnapshot:
     index: BuiltIndex
     rows: SnapshotRows
     rerank_path: Path | None = None  # local file behind a memory-mapped rerank store
+    galleries: ShardGalleries = dataclasses.field(default_factory=ShardGalleries)
 
     @classmethod
     def empty(cls, shard: int, dim: int, settings: IndexSettings) -> "ShardSnapshot":
@@ -150,6 +155,7 @@ def write_shard_snapshot(
     watermark: int,
     next_template_counter: int,
     rerank_file: str | Path | None = None,
+    galleries: ShardGalleries | None = None,
 ) -> ShardSnapshotInfo:
     """Write shard `shard`'s parts of epoch `epoch` under new keys; returns what the manifest records.
 
@@ -175,6 +181,8 @@ def write_shard_snapshot(
             parts["rerank.faiss"] = PartInfo(key=key, sha256=digest, size_bytes=Path(rerank_file).stat().st_size)
         else:
             put("rerank.faiss", serialize(index.rerank))
+    if galleries is not None and not galleries.is_initial():
+        put("galleries.json", json.dumps(galleries.to_json(), sort_keys=True).encode())
     info = ShardSnapshotInfo(
         shard=shard,
         watermark=watermark,
@@ -233,6 +241,12 @@ def load_shard_snapshot(
         if part is None:
             raise CorruptSnapshotError(f"epoch {epoch} shard {shard}: IVF-PQ snapshot without rerank vectors")
         rerank, rerank_path = _load_rerank(store, part, rerank_dir)
+    galleries = ShardGalleries()
+    if "galleries.json" in info.parts:
+        try:
+            galleries = ShardGalleries.from_json(json.loads(_verified(store, info.parts["galleries.json"])))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptSnapshotError(f"epoch {epoch} shard {shard}: unreadable galleries part ({exc})") from exc
     try:
         index = BuiltIndex(info.params, deserialize(index_bytes), rows.template_ids, rerank, settings)
     except (RuntimeError, ValueError) as exc:
@@ -251,6 +265,7 @@ def load_shard_snapshot(
         index=index,
         rows=rows,
         rerank_path=rerank_path,
+        galleries=galleries,
     )
 
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from ufme_ray.gallery.galleries import DEFAULT_GALLERY
 from ufme_ray.gallery.ids import SUBJECT_ID_PATTERN
 from ufme_ray.orchestration.errors import DomainError, NoDemoFolderError
 from ufme_ray.orchestration.results import DemoLoad, Skipped
@@ -17,7 +18,7 @@ PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 class DemoLoader:
     def __init__(
         self,
-        enrol: Callable[[str, bytes], Awaitable[object]],
+        enrol: Callable[[str, bytes, str], Awaitable[object]],
         *,
         default_folder: Path | None,
         max_bytes: int,
@@ -26,7 +27,10 @@ class DemoLoader:
         self._default_folder = default_folder
         self._max_bytes = max_bytes
 
-    async def load(self, folder: str | None, *, images_per_subject: int, subjects: list[str] | None) -> DemoLoad:
+    async def load(
+        self, folder: str | None, *, images_per_subject: int, subjects: list[str] | None, gallery_id: str = DEFAULT_GALLERY
+    ) -> DemoLoad:
+        """Enrol up to `images_per_subject` photos of each subject folder into the gallery."""
         root = Path(folder) if folder else self._default_folder
         if root is None:
             raise NoDemoFolderError("no folder given and no demo_dir configured")
@@ -45,7 +49,7 @@ class DemoLoader:
                     break
                 try:
                     # One byte over the limit is enough for the decoder to refuse it as too large.
-                    await self._enrol(subject_dir.name, photo.read_bytes()[: self._max_bytes + 1])
+                    await self._enrol(subject_dir.name, photo.read_bytes()[: self._max_bytes + 1], gallery_id)
                     count += 1
                 except (DomainError, ImageError) as exc:  # reported per file; the load goes on
                     skipped.append(Skipped(str(photo), exc.code))

@@ -1,19 +1,25 @@
-"""The operations: analyze, enrol (with its duplicate check), identify, verify, read, erase.
+"""The operations: analyze, enrol (with its duplicate check), identify, verify, read, erase, and
+the galleries they act in.
 
 `Engine` is the only place that knows the order of the stages. Thresholds and policies come from
-one live source, swapped whole by `apply_live_config`; each request reads it once, so a request
-sees one consistent configuration and its answer reports the values it applied.
+one live source, swapped whole by `apply_live_config`, with the gallery's own policy laid over it
+(`orchestration.galleries`); each request resolves them once, so a request sees one consistent
+configuration and its answer reports the values it applied. A search of several galleries
+applies the strictest of their policies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from ufme_ray.config import DuplicatePolicy, GatePolicy, LiveConfig, UfmeSettings
+from ufme_ray.gallery import galleries as registry
 from ufme_ray.gallery.duplicates import DuplicateCheck
+from ufme_ray.gallery.galleries import DEFAULT_GALLERY, GalleryRecord, subject_key
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.gallery.requests import RequestKeyReusedError, request_key
 from ufme_ray.gallery.routing import shard_for
@@ -22,9 +28,11 @@ from ufme_ray.orchestration.errors import (
     DuplicateFaceError,
     GateRejectedError,
     IdempotencyKeyReusedError,
+    UnknownGalleryError,
     UnknownSubjectError,
 )
 from ufme_ray.orchestration.faces import enforced_failures, main_face, single_face
+from ufme_ray.orchestration.galleries import GalleryDeletion, GalleryDirectory
 from ufme_ray.orchestration.ports import Gallery, Metrics, Stages
 from ufme_ray.vision.align import model_crop
 from ufme_ray.vision.embedder import embedder_crop
@@ -52,6 +60,32 @@ class LivePolicy:
     duplicates: DuplicatePolicy
 
 
+def _strictest(policies: list[LivePolicy]) -> LivePolicy:
+    """One policy at least as strict as each: every gate any enforces, each threshold at its strictest."""
+    if len(policies) == 1:
+        return policies[0]
+
+    def most(values, pick):
+        given = [v for v in values if v is not None]
+        return pick(given) if given else None
+
+    t = [p.thresholds for p in policies]
+    thresholds = ResolvedThresholds(
+        detection_min=max(x.detection_min for x in t),
+        similarity_min=max(x.similarity_min for x in t),
+        quality_min=most((x.quality_min for x in t), max),
+        liveness_min=most((x.liveness_min for x in t), max),
+        morph_max=most((x.morph_max for x in t), min),
+    )
+    gates = policies[0].gates.model_copy(
+        update={
+            name: list(dict.fromkeys(g for p in policies for g in getattr(p.gates, name)))
+            for name in ("enrol", "identify", "verify", "demo")
+        }
+    )
+    return LivePolicy(gates, thresholds, policies[0].duplicates)
+
+
 class Engine:
     def __init__(self, settings: UfmeSettings, stages: Stages, gallery: Gallery, metrics: Metrics):
         self.settings = settings
@@ -60,22 +94,45 @@ class Engine:
         self.gallery = gallery
         self.metrics = metrics
         self.calibration = self.specs.embedder.calibration
+        self.galleries = GalleryDirectory(gallery)
+        self._gallery_policies: dict[str, tuple[str, LivePolicy]] = {}  # gallery -> (its policy, resolved)
         self.apply_live_config(LiveConfig(thresholds=settings.thresholds, gates=settings.gates, duplicates=settings.duplicates))
 
     def apply_live_config(self, config: LiveConfig) -> None:
+        self.live_config = config
+        self.live = self._resolve(config)
+        self._gallery_policies = {}
+
+    def _resolve(self, config: LiveConfig) -> LivePolicy:
         thresholds = self.specs.thresholds(self.settings.model_copy(update={"thresholds": config.thresholds}))
-        self.live = LivePolicy(config.gates, thresholds, config.duplicates)
+        return LivePolicy(config.gates, thresholds, config.duplicates)
+
+    def policy(self, records: list[GalleryRecord]) -> LivePolicy:
+        """The live config with each gallery's policy laid over it; the strictest over several."""
+        policies = []
+        for record in records:
+            if not record.policy:
+                policies.append(self.live)
+                continue
+            given = json.dumps(record.policy, sort_keys=True)
+            known = self._gallery_policies.get(record.gallery_id)
+            if known is None or known[0] != given:
+                known = (given, self._resolve(self.live_config.overlay(record.policy)))
+                self._gallery_policies[record.gallery_id] = known
+            policies.append(known[1])
+        return _strictest(policies)
 
     @property
     def thresholds(self) -> ResolvedThresholds:
         return self.live.thresholds
 
-    def _shard(self, subject_id: str) -> int:
-        return shard_for(subject_id, self.settings.gallery.num_shards)
+    def _shard(self, gallery_id: str, subject_id: str) -> int:
+        return shard_for(subject_key(gallery_id, subject_id), self.settings.gallery.num_shards)
 
     def _candidate(self, candidate: Candidate) -> results.CandidateResult:
         return results.CandidateResult(
-            candidate.subject_id, candidate.score, candidate.template_id, self._estimated_far(candidate.score)
+            subject_id=candidate.subject_id, score=candidate.score, template_id=candidate.template_id,
+            gallery_id=candidate.gallery_id, estimated_far=self._estimated_far(candidate.score),
         )
 
     def _estimated_far(self, score: float) -> float | None:
@@ -132,29 +189,35 @@ class Engine:
         return results.Analysis(analysis.width, analysis.height, faces, thresholds)
 
     async def enrol(
-        self, subject_id: str, data: bytes, *, operation: str = "enrol", idempotency: Idempotency | None = None
+        self, subject_id: str, data: bytes, *, operation: str = "enrol", idempotency: Idempotency | None = None,
+        gallery_id: str = DEFAULT_GALLERY,
     ) -> results.Enrolled:
-        """Enrol the photo's one face; under an idempotency key, a retry adds nothing and answers
-        with the first template."""
-        live = self.live
+        """Enrol the photo's one face into the gallery; under an idempotency key, a retry adds
+        nothing and answers with the first template."""
+        record = await self.galleries.record(gallery_id)
+        live = self.policy([record])
         enforced = live.gates.demo if operation == "demo" else live.gates.enrol
         analysis = await self._analyze(data, live.thresholds)
         face = single_face(analysis, live.gates.enrol_dominance_ratio)
         gated = self._check_gates(operation, face, enforced)
-        request = None if idempotency is None else request_key(idempotency.scope, idempotency.key, subject_id, data)
+        key = subject_key(gallery_id, subject_id)
+        request = None if idempotency is None else request_key(idempotency.scope, idempotency.key, key, data)
         quality = face.quality if face.quality is not None else 1.0
         try:
             stored = await self.gallery.enrol(
-                subject_id, face.embedding, quality, request=request, duplicates=self._duplicate_check(live)
+                gallery_id, record.generation, subject_id, face.embedding, quality, request=request,
+                duplicates=self._duplicate_check(live),
             )
         except RequestKeyReusedError:
             raise IdempotencyKeyReusedError() from None
+        except registry.NoSuchGalleryError:
+            raise UnknownGalleryError(gallery_id) from None  # deleted since its record was read
         duplicate = stored["duplicate_of"]
         if stored["template_id"] is None:
             raise DuplicateFaceError(duplicate.subject_id, duplicate.score, live.duplicates.threshold_or(live.thresholds))
         return results.Enrolled(
             subject_id, stored["template_id"], stored["shard"], gated, live.thresholds,
-            None if duplicate is None else self._candidate(duplicate),
+            None if duplicate is None else self._candidate(duplicate), gallery_id=gallery_id,
         )
 
     @staticmethod
@@ -165,12 +228,16 @@ class Engine:
             return None
         return DuplicateCheck(policy.threshold_or(live.thresholds), reject=policy.action == "reject")
 
-    async def identify(self, data: bytes, top_k: int) -> results.Identification:
-        live = self.live
+    async def identify(
+        self, data: bytes, top_k: int, *, galleries: list[str] | tuple[str, ...] = (DEFAULT_GALLERY,)
+    ) -> results.Identification:
+        records = await self.galleries.records(galleries)
+        live = self.policy(records)
         enforced = live.gates.identify
         analysis = await self._analyze(data, live.thresholds)
         searchable = [f for f in analysis.faces if not enforced_failures(f, enforced)]
-        found = iter(await self.gallery.search(np.stack([f.embedding for f in searchable]), top_k) if searchable else [])
+        ids = [r.gallery_id for r in records]
+        found = iter(await self.gallery.search(np.stack([f.embedding for f in searchable]), top_k, ids) if searchable else [])
         identified = []
         for face in analysis.faces:
             failed = enforced_failures(face, enforced)
@@ -179,7 +246,7 @@ class Engine:
             identified.append(
                 results.IdentifiedFace(results.GatedFace(face, enforced), candidates, self._decide(failed, candidates, live))
             )
-        return results.Identification(identified, live.thresholds)
+        return results.Identification(identified, live.thresholds, galleries=ids, gates=enforced)
 
     @staticmethod
     def _decide(failed: list[str], candidates: list[results.CandidateResult], live: LivePolicy) -> results.Decision:
@@ -187,24 +254,24 @@ class Engine:
             return results.Decision("rejected", reason=f"failed gate(s): {', '.join(failed)}")
         best = candidates[0] if candidates else None
         if best is not None and best.score >= live.thresholds.similarity_min:
-            return results.Decision("match", subject_id=best.subject_id, score=best.score)
+            return results.Decision("match", subject_id=best.subject_id, score=best.score, gallery_id=best.gallery_id)
         return results.Decision("unknown", score=None if best is None else best.score)
 
     async def _probe(self, data: bytes, live: LivePolicy) -> results.GatedFace:
         analysis = await self._analyze(data, live.thresholds)
         return self._check_gates("verify", main_face(analysis), live.gates.verify)
 
-    async def verify_subject(self, data: bytes, subject_id: str) -> results.Verification:
-        live = self.live
+    async def verify_subject(self, data: bytes, subject_id: str, *, gallery_id: str = DEFAULT_GALLERY) -> results.Verification:
+        live = self.policy([await self.galleries.record(gallery_id)])
         probe = await self._probe(data, live)
-        [scores] = await self.gallery.subject_scores(subject_id, probe.face.embedding[None, :])
+        [scores] = await self.gallery.subject_scores(gallery_id, subject_id, probe.face.embedding[None, :])
         if not scores:
             raise UnknownSubjectError(subject_id)
         template_id, similarity = max(scores, key=lambda pair: pair[1])
         threshold = live.thresholds.similarity_min
         return results.Verification(
             similarity >= threshold, similarity, threshold, probe, self._estimated_far(similarity),
-            subject_id=subject_id, template_id=template_id,
+            subject_id=subject_id, template_id=template_id, gallery_id=gallery_id,
         )
 
     async def verify_images(self, first: bytes, second: bytes) -> results.Verification:
@@ -216,19 +283,55 @@ class Engine:
             similarity >= threshold, similarity, threshold, probe, self._estimated_far(similarity), other_face=other
         )
 
-    async def subject(self, subject_id: str) -> results.SubjectTemplates:
-        templates = await self.gallery.templates(subject_id)
+    async def subject(self, subject_id: str, *, gallery_id: str = DEFAULT_GALLERY) -> results.SubjectTemplates:
+        await self.galleries.record(gallery_id)
+        templates = await self.gallery.templates(gallery_id, subject_id)
         if not templates:
             raise UnknownSubjectError(subject_id)
         return results.SubjectTemplates(
-            subject_id, self._shard(subject_id), [results.Template(*template) for template in templates]
+            subject_id, self._shard(gallery_id, subject_id), [results.Template(*template) for template in templates],
+            gallery_id=gallery_id,
         )
 
-    async def erase(self, subject_id: str) -> results.Erasure:
-        erased = await self.gallery.delete(subject_id)
+    async def erase(self, subject_id: str, *, gallery_id: str = DEFAULT_GALLERY) -> results.Erasure:
+        await self.galleries.record(gallery_id)
+        erased = await self.gallery.delete(gallery_id, subject_id)
         if not erased:
             raise UnknownSubjectError(subject_id)
-        return results.Erasure(subject_id, self._shard(subject_id), erased)
+        return results.Erasure(subject_id, self._shard(gallery_id, subject_id), erased, gallery_id=gallery_id)
+
+    async def subjects(self, gallery_id: str, offset: int, limit: int) -> results.SubjectPage:
+        await self.galleries.record(gallery_id)
+        counts, subjects = await asyncio.gather(
+            self.gallery.gallery_counts(gallery_id), self.gallery.list_subjects(gallery_id, offset, limit)
+        )
+        return results.SubjectPage(gallery_id, subjects, sum(c["subjects"] for c in counts))
+
+    # --- galleries ------------------------------------------------------------------------------
+
+    async def create_gallery(self, gallery_id: str, description: str, policy: dict) -> results.GalleryInfo:
+        record = await self.galleries.create(gallery_id, description, policy)
+        return await self._gallery_info(record)
+
+    async def update_gallery(self, gallery_id: str, *, description: str | None, policy: dict | None) -> results.GalleryInfo:
+        await self.galleries.record(gallery_id)
+        record = await self.galleries.update(gallery_id, description=description, policy=policy)
+        return await self._gallery_info(record)
+
+    async def delete_gallery(self, gallery_id: str) -> GalleryDeletion:
+        return await self.galleries.delete(gallery_id)
+
+    async def gallery_info(self, gallery_id: str) -> results.GalleryInfo:
+        return await self._gallery_info(await self.galleries.record(gallery_id))
+
+    async def list_galleries(self, offset: int, limit: int) -> tuple[list[GalleryRecord], int]:
+        records = [r for r in await self.galleries.listing() if not r.deleting]
+        return records[offset : offset + limit], len(records)
+
+    async def _gallery_info(self, record: GalleryRecord) -> results.GalleryInfo:
+        counts, shards = await asyncio.gather(self.gallery.gallery_counts(record.gallery_id), self.gallery.status())
+        epochs = sorted({s["snapshot_epoch"] for s in shards if s.get("snapshot_epoch") is not None})
+        return results.GalleryInfo(record, counts, epochs, self.policy([record]))
 
     async def gallery_state(self) -> results.GalleryState:
         return results.GalleryState(await self.gallery.status())

@@ -47,14 +47,40 @@ class GateRejectedError(DomainError):
 
 
 class DuplicateFaceError(DomainError, code="duplicate_face"):
-    """The face already matches another subject (the 'reject' duplicate policy)."""
+    """The face already matches another subject of the gallery (the 'reject' duplicate policy)."""
 
-    def __init__(self, subject_id: str, score: float, threshold: float):
-        super().__init__(
-            f"this face matches subject {subject_id!r} (score {score:.4f} >= {threshold}); "
-            "it is not enrolled under another subject",
-            {"subject_id": subject_id, "score": score, "threshold": threshold},
-        )
+    def __init__(self, subject_id: str | None, score: float | None, threshold: float):
+        if subject_id is None:
+            message, details = "this face matches another subject of the gallery; it is not enrolled", None
+        else:
+            message = (
+                f"this face matches subject {subject_id!r} (score {score:.4f} >= {threshold}); "
+                "it is not enrolled under another subject"
+            )
+            details = {"subject_id": subject_id, "score": score}
+        super().__init__(message, {**(details or {}), "threshold": threshold})
+
+    def redacted(self) -> "DuplicateFaceError":
+        """The same refusal without the other subject and score, for a caller who may not search
+        the gallery (else enrolling photos would tell them who is in it)."""
+        return DuplicateFaceError(None, None, self.details["threshold"])
+
+
+class UnknownGalleryError(DomainError, code="unknown_gallery"):
+    def __init__(self, gallery_id: str):
+        super().__init__(f"gallery {gallery_id!r} does not exist")
+
+
+class GalleryConflictError(DomainError):
+    """A gallery change the registry refuses: it exists, the engine holds its limit, or it is `default`."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidGalleryPolicyError(DomainError, code="invalid_policy"):
+    """A gallery's policy is not a valid partial live config (thresholds, gates, duplicates)."""
 
 
 class UnknownSubjectError(DomainError, code="unknown_subject"):

@@ -8,6 +8,8 @@ from typing import Protocol
 import numpy as np
 
 from ufme_ray.gallery.duplicates import DuplicateCheck
+from ufme_ray.gallery.events import GalleryEvent
+from ufme_ray.gallery.galleries import GalleryRecord
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.vision.detector import DetectedFace
 
@@ -29,22 +31,40 @@ class Stages(Protocol):
 
 
 class Gallery(Protocol):
+    """The gallery in galleries and subject ids (the shards' keys stay below it)."""
+
     async def enrol(
-        self, subject_id: str, vector: np.ndarray, quality: float, *, request: bytes | None = None,
-        duplicates: DuplicateCheck | None = None,
+        self, gallery_id: str, generation: int, subject_id: str, vector: np.ndarray, quality: float, *,
+        request: bytes | None = None, duplicates: DuplicateCheck | None = None,
     ) -> dict:
-        """{template_id, shard, seq, duplicate_of: Candidate | None}. Screened under `duplicates` as
-        one step with the write; refused as a duplicate: template_id None. A `request` key already
-        acknowledged answers its first template (RequestKeyReusedError for another request)."""
+        """{template_id, shard, seq, duplicate_of: Candidate | None}. Screened under `duplicates`
+        within the gallery as one step with the write; refused as a duplicate: template_id None. A
+        `request` key already acknowledged answers its first template (RequestKeyReusedError for
+        another request); a `generation` of the gallery that was erased raises NoSuchGalleryError
+        (gallery.galleries)."""
         ...
 
-    async def delete(self, subject_id: str) -> list[int]: ...
+    async def delete(self, gallery_id: str, subject_id: str) -> list[int]: ...
 
-    async def templates(self, subject_id: str) -> list[tuple[int, float, float]]: ...
+    async def templates(self, gallery_id: str, subject_id: str) -> list[tuple[int, float, float]]: ...
 
-    async def subject_scores(self, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]: ...
+    async def subject_scores(
+        self, gallery_id: str, subject_id: str, queries: np.ndarray
+    ) -> list[list[tuple[int, float]]]: ...
 
-    async def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]: ...
+    async def search(self, queries: np.ndarray, top_k: int, galleries: list[str]) -> list[list[Candidate]]: ...
+
+    async def change_gallery(self, event: GalleryEvent) -> GalleryRecord | None: ...
+
+    async def gallery(self, gallery_id: str) -> GalleryRecord | None: ...
+
+    async def galleries(self) -> list[GalleryRecord]: ...
+
+    async def erase_gallery(self, gallery_id: str, generation: int) -> int: ...
+
+    async def gallery_counts(self, gallery_id: str) -> list[dict]: ...
+
+    async def list_subjects(self, gallery_id: str, offset: int, limit: int) -> list[str]: ...
 
     async def status(self) -> list[dict]: ...
 

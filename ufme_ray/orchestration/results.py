@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from ufme_ray.gallery.galleries import DEFAULT_GALLERY, GalleryRecord
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.vision.gates import ResolvedThresholds
 from ufme_ray.vision.pipeline import FaceAnalysis
@@ -35,6 +36,7 @@ class Enrolled:
     face: GatedFace
     thresholds: ResolvedThresholds
     duplicate_of: CandidateResult | None = None
+    gallery_id: str = DEFAULT_GALLERY
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Decision:
     subject_id: str | None = None
     score: float | None = None
     reason: str | None = None
+    gallery_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,12 @@ class IdentifiedFace:
 
 @dataclass(frozen=True)
 class Identification:
-    """Every face of the image, and the thresholds that were applied."""
+    """Every face of the image, the galleries searched, and the thresholds and gates applied."""
 
     faces: list[IdentifiedFace]
     thresholds: ResolvedThresholds
+    galleries: list[str] = field(default_factory=lambda: [DEFAULT_GALLERY])
+    gates: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class Verification:
     subject_id: str | None = None
     template_id: int | None = None
     other_face: GatedFace | None = None
+    gallery_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class SubjectTemplates:
     subject_id: str
     shard: int
     templates: list[Template]
+    gallery_id: str = DEFAULT_GALLERY
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,34 @@ class Erasure:
     subject_id: str
     shard: int
     erased_template_ids: list[int]
+    gallery_id: str = DEFAULT_GALLERY
+
+
+@dataclass(frozen=True)
+class SubjectPage:
+    """A page of a gallery's subject ids, in order, and how many it holds."""
+
+    gallery_id: str
+    subject_ids: list[str]
+    total: int
+
+
+@dataclass(frozen=True)
+class GalleryInfo:
+    """A gallery: its record, per-shard counts, the snapshot epochs serving it, the policy in force."""
+
+    record: GalleryRecord
+    shards: list[dict]  # {shard, subjects, templates}
+    snapshot_epochs: list[int]
+    policy: object  # engine.LivePolicy (not imported: the engine imports this module)
+
+    @property
+    def subjects(self) -> int:
+        return sum(s["subjects"] for s in self.shards)
+
+    @property
+    def templates(self) -> int:
+        return sum(s["templates"] for s in self.shards)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,9 @@ class Gateway:
                 audit=self._audit,
                 keys=KeyStore(settings.auth),
                 demo=DemoLoader(
-                    lambda subject_id, data: self._engine.enrol(subject_id, data, operation="demo"),
+                    lambda subject_id, data, gallery_id: self._engine.enrol(
+                        subject_id, data, operation="demo", gallery_id=gallery_id
+                    ),
                     default_folder=settings.demo_dir,
                     max_bytes=settings.image.max_bytes,
                 ),

@@ -7,6 +7,8 @@ import asyncio
 import numpy as np
 
 from ufme_ray.gallery.duplicates import DuplicateCheck
+from ufme_ray.gallery.events import GalleryEvent
+from ufme_ray.gallery.galleries import GalleryRecord
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.vision.detector import DetectedFace
 
@@ -46,22 +48,42 @@ class GalleryHandle:
         self._searcher = searcher
 
     async def enrol(
-        self, subject_id: str, vector: np.ndarray, quality: float, *, request: bytes | None = None,
-        duplicates: DuplicateCheck | None = None,
+        self, gallery_id: str, generation: int, subject_id: str, vector: np.ndarray, quality: float, *,
+        request: bytes | None = None, duplicates: DuplicateCheck | None = None,
     ) -> dict:
-        return await self._searcher.enrol.remote(subject_id, vector, quality, request=request, duplicates=duplicates)
+        return await self._searcher.enrol.remote(
+            gallery_id, generation, subject_id, vector, quality, request=request, duplicates=duplicates
+        )
 
-    async def delete(self, subject_id: str) -> list[int]:
-        return await self._searcher.delete.remote(subject_id)
+    async def delete(self, gallery_id: str, subject_id: str) -> list[int]:
+        return await self._searcher.delete.remote(gallery_id, subject_id)
 
-    async def templates(self, subject_id: str) -> list[tuple[int, float, float]]:
-        return await self._searcher.templates.remote(subject_id)
+    async def templates(self, gallery_id: str, subject_id: str) -> list[tuple[int, float, float]]:
+        return await self._searcher.templates.remote(gallery_id, subject_id)
 
-    async def subject_scores(self, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
-        return await self._searcher.subject_scores.remote(subject_id, queries)
+    async def subject_scores(self, gallery_id: str, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
+        return await self._searcher.subject_scores.remote(gallery_id, subject_id, queries)
 
-    async def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
-        return await self._searcher.search.remote(queries, top_k)
+    async def search(self, queries: np.ndarray, top_k: int, galleries: list[str]) -> list[list[Candidate]]:
+        return await self._searcher.search.remote(queries, top_k, galleries)
+
+    async def change_gallery(self, event: GalleryEvent) -> GalleryRecord | None:
+        return await self._searcher.change_gallery.remote(event)
+
+    async def gallery(self, gallery_id: str) -> GalleryRecord | None:
+        return await self._searcher.gallery.remote(gallery_id)
+
+    async def galleries(self) -> list[GalleryRecord]:
+        return await self._searcher.galleries.remote()
+
+    async def erase_gallery(self, gallery_id: str, generation: int) -> int:
+        return await self._searcher.erase_gallery.remote(gallery_id, generation)
+
+    async def gallery_counts(self, gallery_id: str) -> list[dict]:
+        return await self._searcher.gallery_counts.remote(gallery_id)
+
+    async def list_subjects(self, gallery_id: str, offset: int, limit: int) -> list[str]:
+        return await self._searcher.list_subjects.remote(gallery_id, offset, limit)
 
     async def status(self) -> list[dict]:
         return await self._searcher.status.remote()

@@ -1,4 +1,7 @@
-"""The Searcher deployment: routes writes to the owning shard, fans searches out to all shards."""
+"""The Searcher deployment: routes writes to the owning shard, fans searches out to all shards.
+
+It speaks galleries and subject ids; the shards speak subject keys (`gallery.galleries`).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,15 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.duplicates import DuplicateCheck
+from ufme_ray.gallery.events import GalleryEvent
+from ufme_ray.gallery.galleries import GalleryRecord, subject_key
 from ufme_ray.gallery.merge import Candidate, merge_subjects
 from ufme_ray.gallery.routing import shard_for
 from ufme_ray.serving.sequencer import sequencer_handle
 from ufme_ray.serving.shard_actor import shard_handles
 from ufme_ray.serving.shard_calls import call_shard, unwrap
+
+REGISTRY_SHARD = 0
 
 
 @serve.deployment
@@ -26,36 +33,78 @@ class Searcher:
         self._shards = shard_handles(settings, embedding_dim, num_cpus=shard_num_cpus, resources=shard_resources)
         self._sequencer = sequencer_handle(settings, embedding_dim, shard_num_cpus=shard_num_cpus, shard_resources=shard_resources)
 
-    def _owner(self, subject_id: str):
-        return self._shards[shard_for(subject_id, self._num_shards)]
+    def _owner(self, key: str):
+        return self._shards[shard_for(key, self._num_shards)]
 
     async def enrol(
-        self, subject_id: str, vector: np.ndarray, quality: float, *, request: bytes | None = None,
-        duplicates: DuplicateCheck | None = None,
+        self, gallery_id: str, generation: int, subject_id: str, vector: np.ndarray, quality: float, *,
+        request: bytes | None = None, duplicates: DuplicateCheck | None = None,
     ) -> dict:
         """{template_id, shard, seq, duplicate_of}; screened enrolments pass through the sequencer."""
+        key = subject_key(gallery_id, subject_id)
         if duplicates is not None:
-            return await call_shard(self._sequencer.enrol.remote(subject_id, vector, quality, request, duplicates))
-        shard = shard_for(subject_id, self._num_shards)
-        [(template_id, seq)] = await call_shard(self._shards[shard].enrol.remote([(subject_id, vector, quality, request)]))
+            answer = await call_shard(self._sequencer.enrol.remote(key, generation, vector, quality, request, duplicates))
+            duplicate = answer["duplicate_of"]
+            return {**answer, "duplicate_of": None if duplicate is None else duplicate.named()}
+        shard = shard_for(key, self._num_shards)
+        [(template_id, seq)] = await call_shard(
+            self._shards[shard].enrol.remote([(key, vector, quality, request, generation)])
+        )
         return {"template_id": template_id, "shard": shard, "seq": seq, "duplicate_of": None}
 
-    async def delete(self, subject_id: str) -> list[int]:
-        return await call_shard(self._owner(subject_id).delete.remote(subject_id))
+    async def delete(self, gallery_id: str, subject_id: str) -> list[int]:
+        key = subject_key(gallery_id, subject_id)
+        return await call_shard(self._owner(key).delete.remote(key))
 
-    async def templates(self, subject_id: str) -> list:
-        return await call_shard(self._owner(subject_id).templates.remote(subject_id))
+    async def templates(self, gallery_id: str, subject_id: str) -> list:
+        key = subject_key(gallery_id, subject_id)
+        return await call_shard(self._owner(key).templates.remote(key))
 
-    async def subject_scores(self, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
-        return await call_shard(self._owner(subject_id).subject_scores.remote(subject_id, queries))
+    async def subject_scores(self, gallery_id: str, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
+        key = subject_key(gallery_id, subject_id)
+        return await call_shard(self._owner(key).subject_scores.remote(key, queries))
 
-    async def search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
-        """Subject-level top_k per query over every shard; fails whole if any shard is not ready."""
+    async def search(self, queries: np.ndarray, top_k: int, galleries: list[str]) -> list[list[Candidate]]:
+        """Subject-level top_k per query over `galleries` on every shard; fails whole if any shard is
+        not ready. Each candidate names its gallery."""
         if len(queries) == 0:
             return []
         # Each shard answers its own top_k subjects, so the merge over them is the exact top_k.
-        per_shard = await asyncio.gather(*(call_shard(shard.search_subjects.remote(queries, top_k)) for shard in self._shards))
-        return [merge_subjects((hits[q] for hits in per_shard), top_k) for q in range(len(queries))]
+        per_shard = await asyncio.gather(
+            *(call_shard(shard.search_subjects.remote(queries, top_k, galleries)) for shard in self._shards)
+        )
+        return [
+            [c.named() for c in merge_subjects((hits[q] for hits in per_shard), top_k)] for q in range(len(queries))
+        ]
+
+    async def change_gallery(self, event: GalleryEvent) -> GalleryRecord | None:
+        """Log a change to the registry (shard 0); the registry's refusals come back as raised."""
+        return await call_shard(self._shards[REGISTRY_SHARD].change_gallery.remote(event))
+
+    async def galleries(self) -> list[GalleryRecord]:
+        return await call_shard(self._shards[REGISTRY_SHARD].galleries.remote())
+
+    async def gallery(self, gallery_id: str) -> GalleryRecord | None:
+        return await call_shard(self._shards[REGISTRY_SHARD].gallery.remote(gallery_id))
+
+    async def erase_gallery(self, gallery_id: str, generation: int) -> int:
+        """Erase the gallery's generation on every shard; returns how many templates went."""
+        erased = await asyncio.gather(
+            *(call_shard(shard.erase_gallery.remote(gallery_id, generation)) for shard in self._shards)
+        )
+        return sum(map(len, erased))
+
+    async def gallery_counts(self, gallery_id: str) -> list[dict]:
+        """Per shard: {shard, subjects, templates} of the gallery."""
+        counts = await asyncio.gather(*(call_shard(shard.gallery_counts.remote(gallery_id)) for shard in self._shards))
+        return [{"shard": i, **c} for i, c in enumerate(counts)]
+
+    async def list_subjects(self, gallery_id: str, offset: int, limit: int) -> list[str]:
+        """Subject ids of the gallery in order, `limit` of them from `offset`."""
+        per_shard = await asyncio.gather(
+            *(call_shard(shard.list_subjects.remote(gallery_id, offset + limit)) for shard in self._shards)
+        )
+        return sorted(s for subjects in per_shard for s in subjects)[offset : offset + limit]
 
     async def status(self) -> list[dict]:
         """Per shard: readiness and, when ready, its stats. Never raises for an unavailable shard."""

@@ -19,6 +19,7 @@ import ray
 
 from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.duplicates import DuplicateCheck, screen
+from ufme_ray.gallery.galleries import gallery_of
 from ufme_ray.gallery.index import l2_normalise
 from ufme_ray.gallery.merge import merge_subjects
 from ufme_ray.gallery.routing import shard_for
@@ -33,11 +34,16 @@ SCREEN_TOP_K = 2
 
 @dataclass(frozen=True)
 class EnrolRequest:
-    subject_id: str
+    key: str  # the subject's key in its gallery
+    generation: int
     vector: np.ndarray
     quality: float
     request: bytes | None
     check: DuplicateCheck
+
+    @property
+    def gallery(self) -> str:
+        return gallery_of(self.key)
 
 
 class EnrolmentSequencer:
@@ -49,10 +55,12 @@ class EnrolmentSequencer:
         self._pending: list[tuple[EnrolRequest, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
 
-    async def enrol(self, subject_id: str, vector: np.ndarray, quality: float, request: bytes | None, check: DuplicateCheck) -> dict:
-        """{template_id, shard, seq, duplicate_of}; template_id is None when refused as a duplicate."""
+    async def enrol(
+        self, key: str, generation: int, vector: np.ndarray, quality: float, request: bytes | None, check: DuplicateCheck
+    ) -> dict:
+        """{template_id, shard, seq, duplicate_of (keyed)}; template_id is None when refused as a duplicate."""
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((EnrolRequest(subject_id, vector, quality, request, check), future))
+        self._pending.append((EnrolRequest(key, generation, vector, quality, request, check), future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future
@@ -60,11 +68,12 @@ class EnrolmentSequencer:
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            # One policy per screen: a live-config change mid-batch splits it, in arrival order.
-            for check in dict.fromkeys(item.check for item, _ in batch):
-                group = [(item, future) for item, future in batch if item.check == check]
+            # One gallery and policy per screen (a face is a duplicate only within its gallery; a
+            # live-config change mid-batch splits it), in arrival order.
+            for gallery, check in dict.fromkeys((item.gallery, item.check) for item, _ in batch):
+                group = [(item, future) for item, future in batch if (item.gallery, item.check) == (gallery, check)]
                 try:
-                    answers = await self._screen_and_write([item for item, _ in group], check)
+                    answers = await self._screen_and_write([item for item, _ in group], gallery, check)
                 except Exception as exc:  # the search failed: every request of the group learns why
                     answers = [exc] * len(group)
                 if any(isinstance(a, GalleryUnavailableError) for a in answers):
@@ -79,11 +88,13 @@ class EnrolmentSequencer:
                     else:
                         future.set_result(answer)
 
-    async def _screen_and_write(self, items: list[EnrolRequest], check: DuplicateCheck) -> list:
+    async def _screen_and_write(self, items: list[EnrolRequest], gallery: str, check: DuplicateCheck) -> list:
         vectors = l2_normalise(np.stack([np.asarray(item.vector, np.float32).reshape(-1) for item in items]))
-        per_shard = await asyncio.gather(*(call_shard(s.search_subjects.remote(vectors, SCREEN_TOP_K)) for s in self._shards))
+        per_shard = await asyncio.gather(
+            *(call_shard(s.search_subjects.remote(vectors, SCREEN_TOP_K, [gallery])) for s in self._shards)
+        )
         candidates = [merge_subjects((hits[q] for hits in per_shard), SCREEN_TOP_K) for q in range(len(items))]
-        screened = screen([item.subject_id for item in items], vectors, candidates, check.threshold, reject=check.reject)
+        screened = screen([item.key for item in items], vectors, candidates, check.threshold, reject=check.reject)
         accepted = [i for i, s in enumerate(screened) if s.accepted]
         # One call per enrolment: the shard's log group-commits them, and a refusal of one (a reused
         # request key) fails only that one.
@@ -103,9 +114,9 @@ class EnrolmentSequencer:
         return answers
 
     async def _write(self, item: EnrolRequest) -> dict:
-        shard = shard_for(item.subject_id, self._num_shards)
+        shard = shard_for(item.key, self._num_shards)
         [(template_id, seq)] = await call_shard(
-            self._shards[shard].enrol.remote([(item.subject_id, item.vector, item.quality, item.request)])
+            self._shards[shard].enrol.remote([(item.key, item.vector, item.quality, item.request, item.generation)])
         )
         return {"template_id": template_id, "shard": shard, "seq": seq}
 

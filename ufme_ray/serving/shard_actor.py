@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import numpy as np
@@ -23,6 +24,8 @@ import ray
 from ray.util import metrics
 
 from ufme_ray.config import UfmeSettings
+from ufme_ray.gallery.events import GalleryEvent
+from ufme_ray.gallery.galleries import DEFAULT_GALLERY, GalleryRecord
 from ufme_ray.gallery.log import FencedError, LogUnavailableError
 from ufme_ray.gallery.shard import Shard
 from ufme_ray.gallery.shard_types import Enrolment, SearchHit, ShardFailedError, TemplateInfo
@@ -129,7 +132,8 @@ class ShardActor:
         return {"shard": self._shard_id, "ready": self._shard is not None, "error": self._error}
 
     def enrol(self, items: list[tuple]) -> list[tuple[int, int]]:
-        """Durably enrol (subject_id, vector, quality[, request key]) items; returns (template_id, seq) each."""
+        """Durably enrol (subject key, vector, quality[, request key[, gallery generation]]) items;
+        returns (template_id, seq) each."""
         result = self._write(lambda shard: shard.enrol([Enrolment(*item) for item in items]))
         self._publish_size()
         return result
@@ -139,11 +143,33 @@ class ShardActor:
         self._publish_size()
         return erased
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[SearchHit]]:
-        return self._ready_shard().search(queries, k)
+    def search(self, queries: np.ndarray, k: int, galleries: Sequence[str] = (DEFAULT_GALLERY,)) -> list[list[SearchHit]]:
+        return self._ready_shard().search(queries, k, galleries)
 
-    def search_subjects(self, queries: np.ndarray, top_k: int) -> list[list[SearchHit]]:
-        return self._ready_shard().search_subjects(queries, top_k)
+    def search_subjects(
+        self, queries: np.ndarray, top_k: int, galleries: Sequence[str] = (DEFAULT_GALLERY,)
+    ) -> list[list[SearchHit]]:
+        return self._ready_shard().search_subjects(queries, top_k, galleries)
+
+    def change_gallery(self, event: GalleryEvent) -> GalleryRecord | None:
+        return self._write(lambda shard: shard.change_gallery(event, max_galleries=self._settings.gallery.max_galleries))
+
+    def galleries(self) -> list[GalleryRecord]:
+        return self._ready_shard().galleries()
+
+    def gallery(self, gallery_id: str) -> GalleryRecord | None:
+        return self._ready_shard().gallery(gallery_id)
+
+    def erase_gallery(self, gallery_id: str, generation: int) -> list[int]:
+        erased = self._write(lambda shard: shard.erase_gallery(gallery_id, generation))
+        self._publish_size()
+        return erased
+
+    def gallery_counts(self, gallery_id: str) -> dict:
+        return self._ready_shard().gallery_counts(gallery_id)
+
+    def list_subjects(self, gallery_id: str, limit: int) -> list[str]:
+        return self._ready_shard().list_subjects(gallery_id, limit)
 
     def subject_scores(self, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
         return self._ready_shard().subject_scores(subject_id, queries)

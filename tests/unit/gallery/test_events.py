@@ -7,6 +7,8 @@ from ufme_ray.gallery.events import (
     CorruptSegmentError,
     DeleteEvent,
     EnrolEvent,
+    EraseGalleryEvent,
+    GalleryEvent,
     decode_segment,
     encode_segment,
 )
@@ -17,14 +19,17 @@ def _events() -> list:
         EnrolEvent(template_id=7, subject_id="alice", vector=np.arange(4, dtype=np.float32), quality=0.9, timestamp=1),
         DeleteEvent(subject_id="bob", timestamp=2.0),
         EnrolEvent(template_id=2**62, subject_id="zoë", vector=np.ones(4, np.float32), quality=0.1, timestamp=3.0),
+        GalleryEvent("staff", "create", 4.0, {"description": "front désk", "policy": {"gates": {"identify": []}}}),
+        EraseGalleryEvent("staff", 2**40, 5.0),
+        GalleryEvent("staff", "purge", 6.0),
     ]
 
 
 def test_segment_round_trip() -> None:
     data = encode_segment(shard=3, writer_epoch=5, first_seq=10, events=_events())
     header, decoded = decode_segment(data, "seg")
-    assert (header.shard, header.writer_epoch, header.first_seq, header.last_seq) == (3, 5, 10, 12)
-    assert decoded == list(zip([10, 11, 12], _events()))
+    assert (header.shard, header.writer_epoch, header.first_seq, header.last_seq) == (3, 5, 10, 15)
+    assert decoded == list(zip(range(10, 16), _events()))
     assert not decoded[0][1].vector.flags.writeable
 
 
@@ -83,3 +88,18 @@ def test_event_vector_is_copied_and_frozen() -> None:
     assert event.vector[0] == 1.0
     with pytest.raises(ValueError):
         event.vector[0] = 2.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GalleryEvent("staff", "rename", 1.0),
+        lambda: GalleryEvent("staff", "create", 1.0, {"policy": {1, 2}}),
+        lambda: EraseGalleryEvent("staff", -1, 1.0),
+        lambda: GalleryEvent("", "create", 1.0),
+    ],
+    ids=["unknown action", "details not JSON", "negative generation", "empty id"],
+)
+def test_invalid_gallery_events_are_refused(make) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        make()

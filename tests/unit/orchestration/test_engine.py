@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from ufme_ray.config import LiveConfig, UfmeSettings
+from ufme_ray.gallery import galleries as registry
 from ufme_ray.gallery.duplicates import screen
+from ufme_ray.gallery.galleries import ShardGalleries, gallery_of, split_key, subject_key
 from ufme_ray.gallery.merge import Candidate
 from ufme_ray.gallery.requests import RequestKeyReusedError
 from ufme_ray.orchestration.engine import Engine, Idempotency
@@ -72,17 +74,24 @@ class FakeStages:
 
 
 class FakeGallery:
-    """One shard in memory: the duplicate screen and request keys as the real gallery applies them."""
+    """One shard in memory, keyed like the real one (`galleries.subject_key`): the registry, the
+    duplicate screen within a gallery, request keys and erased gallery generations as the real
+    gallery applies them."""
 
     def __init__(self):
-        self.templates_by_subject: dict[str, list[tuple[int, np.ndarray]]] = {}
+        self.templates_by_subject: dict[str, list[tuple[int, np.ndarray]]] = {}  # by subject key
         self.requests: dict[bytes, tuple[bytes, int]] = {}
+        self.state = ShardGalleries()
+        self.seq = 0
         self.next_id = 1
+        self.max_galleries = 100
 
-    async def enrol(self, subject_id, vector, quality, *, request=None, duplicates=None):
+    async def enrol(self, gallery_id, generation, subject_id, vector, quality, *, request=None, duplicates=None):
+        if self.state.is_erased(gallery_id, generation):
+            raise registry.NoSuchGalleryError(gallery_id)
         duplicate = None
         if duplicates is not None:
-            [candidates] = await self.search(vector[None, :], 2)
+            [candidates] = await self.search(vector[None, :], 2, [gallery_id])
             [screened] = screen([subject_id], vector[None, :], [candidates], duplicates.threshold, reject=duplicates.reject)
             if not screened.accepted:
                 return {"template_id": None, "shard": None, "seq": None, "duplicate_of": screened.duplicate_of}
@@ -92,31 +101,64 @@ class FakeGallery:
             if first != request:
                 raise RequestKeyReusedError("reused")
             return {"template_id": template_id, "shard": 0, "seq": 0, "duplicate_of": duplicate}
-        self.templates_by_subject.setdefault(subject_id, []).append((self.next_id, vector))
+        self.templates_by_subject.setdefault(subject_key(gallery_id, subject_id), []).append((self.next_id, vector))
         if request is not None:
             self.requests[request[:16]] = (request, self.next_id)
         self.next_id += 1
         return {"template_id": self.next_id - 1, "shard": 0, "seq": self.next_id, "duplicate_of": duplicate}
 
-    async def delete(self, subject_id):
-        erased = [t for t, _ in self.templates_by_subject.pop(subject_id, [])]
+    def _forget(self, erased):
         self.requests = {name: held for name, held in self.requests.items() if held[1] not in erased}
+
+    async def delete(self, gallery_id, subject_id):
+        erased = [t for t, _ in self.templates_by_subject.pop(subject_key(gallery_id, subject_id), [])]
+        self._forget(erased)
         return erased
 
-    async def templates(self, subject_id):
-        return [(t, 1.0, 0.0) for t, _ in self.templates_by_subject.get(subject_id, [])]
+    async def templates(self, gallery_id, subject_id):
+        return [(t, 1.0, 0.0) for t, _ in self.templates_by_subject.get(subject_key(gallery_id, subject_id), [])]
 
-    async def subject_scores(self, subject_id, queries):
-        return [[(t, float(v @ q)) for t, v in self.templates_by_subject.get(subject_id, [])] for q in queries]
+    async def subject_scores(self, gallery_id, subject_id, queries):
+        held = self.templates_by_subject.get(subject_key(gallery_id, subject_id), [])
+        return [[(t, float(v @ q)) for t, v in held] for q in queries]
 
-    async def search(self, queries, top_k):
+    async def search(self, queries, top_k, galleries):
         answers = []
         for q in queries:
             best = [
-                Candidate(s, float(max(v @ q for _, v in ts)), ts[0][0]) for s, ts in self.templates_by_subject.items()
+                Candidate(key, float(max(v @ q for _, v in ts)), ts[0][0]).named()
+                for key, ts in self.templates_by_subject.items()
+                if gallery_of(key) in galleries
             ]
             answers.append(sorted(best, key=lambda c: -c.score)[:top_k])
         return answers
+
+    async def change_gallery(self, event):
+        self.state.registry.check(event, max_galleries=self.max_galleries)
+        self.seq += 1
+        self.state.registry.apply(self.seq, event)
+        return self.state.registry.get(event.gallery_id)
+
+    async def gallery(self, gallery_id):
+        return self.state.registry.get(gallery_id)
+
+    async def galleries(self):
+        return self.state.registry.records()
+
+    async def erase_gallery(self, gallery_id, generation):
+        keys = [key for key in self.templates_by_subject if gallery_of(key) == gallery_id]
+        erased = [t for key in keys for t, _ in self.templates_by_subject.pop(key)]
+        self._forget(erased)
+        self.state.erase(gallery_id, generation)
+        return len(erased)
+
+    async def gallery_counts(self, gallery_id):
+        held = {k: ts for k, ts in self.templates_by_subject.items() if gallery_of(k) == gallery_id}
+        return [{"shard": 0, "subjects": len(held), "templates": sum(map(len, held.values()))}]
+
+    async def list_subjects(self, gallery_id, offset, limit):
+        subjects = sorted(split_key(k)[1] for k in self.templates_by_subject if gallery_of(k) == gallery_id)
+        return subjects[offset : offset + limit]
 
     async def status(self):
         return [{"shard": 0, "ready": True, "live_templates": sum(map(len, self.templates_by_subject.values()))}]

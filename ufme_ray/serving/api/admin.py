@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ufme_ray.serving.api import presenters, schemas
 from ufme_ray.serving.api.auditing import audited
-from ufme_ray.serving.api.dependencies import ServicesDep, require
+from ufme_ray.serving.api.dependencies import ServicesDep, allow_gallery, require
 from ufme_ray.serving.api.openapi import ERRORS
 
 router = APIRouter(prefix="/api/v1", tags=["admin"], responses=ERRORS, dependencies=[Depends(require("admin"))])
@@ -30,13 +30,17 @@ async def gallery_status(request: Request, services: ServicesDep):
 async def demo_load(request: Request, services: ServicesDep, body: schemas.DemoLoadIn | None = None):
     """Enrol a demo gallery from a folder of <subject>/<image> photos on the gateway's machine."""
     load = body or schemas.DemoLoadIn()
+    allow_gallery(request, load.gallery_id)
 
     async def run() -> schemas.DemoLoadOut:
-        report = await services.demo.load(load.folder, images_per_subject=load.images_per_subject, subjects=load.subjects)
+        await services.engine.galleries.record(load.gallery_id)  # an unknown gallery: 404, not a skip per photo
+        report = await services.demo.load(
+            load.folder, images_per_subject=load.images_per_subject, subjects=load.subjects, gallery_id=load.gallery_id
+        )
         return presenters.demo_load_out(report)
 
     return await audited(
-        request, services, "demo_load", run, subject_ids=load.subjects or [],
+        request, services, "demo_load", run, subject_ids=load.subjects or [], galleries=[load.gallery_id],
         summarize=lambda r: {"decisions": [{"subjects_enrolled": r.subjects_enrolled, "skipped": len(r.skipped)}]},
     )
 

@@ -31,16 +31,27 @@ Result = TypeVar("Result")
 # docs) are not operations on faces or the trail and are not audited.
 OPERATIONS = {
     "enrol_face": "enrol",
+    "enrol_face_in_gallery": "enrol",
     "get_subject": "read_subject",
+    "get_subject_in_gallery": "read_subject",
     "erase_subject": "delete",
+    "erase_subject_in_gallery": "delete",
+    "list_subjects": "list_subjects",
     "identify": "identify",
+    "identify_in_gallery": "identify",
     "verify": "verify",
+    "verify_in_gallery": "verify",
     "analyze": "analyze",
     "gallery_status": "gallery_read",
     "demo_load": "demo_load",
     "audit_trail": "audit_read",
+    "create_gallery": "gallery_create",
+    "list_galleries": "gallery_list",
+    "get_gallery": "gallery_show",
+    "update_gallery": "gallery_update",
+    "delete_gallery": "gallery_delete",
 }
-CHANGES = frozenset({"enrol", "delete", "demo_load"})
+CHANGES = frozenset({"enrol", "delete", "demo_load", "gallery_create", "gallery_update", "gallery_delete"})
 
 
 def request_id(request: Request) -> str:
@@ -61,12 +72,13 @@ def _key_id(request: Request) -> str:
     return "unknown-key" if presented_key(request) else "anonymous"
 
 
-def _fields(request: Request, services: Services, operation: str, subject_ids: list[str]) -> dict:
+def _fields(request: Request, services: Services, operation: str, subject_ids: list[str], galleries: list[str]) -> dict:
     return {
         "request_id": request_id(request),
         "key_id": _key_id(request),
         "operation": operation,
         "subject_ids": list(subject_ids),
+        "galleries": list(galleries),
         "thresholds": services.engine.thresholds.as_dict(),
         "client": request.client.host if request.client else None,
     }
@@ -79,10 +91,11 @@ async def audited(
     action: Callable[[], Awaitable[Result]],
     *,
     subject_ids: list[str] | None = None,
+    galleries: list[str] | None = None,
     summarize: Callable[[Result], dict] | None = None,
 ) -> Result:
     """Run `action` with its audit records: the intent before a change, the outcome before the answer."""
-    fields = _fields(request, services, operation, subject_ids or [])
+    fields = _fields(request, services, operation, subject_ids or [], galleries or [])
     if operation in CHANGES:
         await services.audit.record(AuditRecord(time=time.time(), outcome="pending", phase="intent", **fields))
     try:
@@ -112,7 +125,9 @@ async def audit_refusal(request: Request, status: int, code: str) -> None:
         return
     request.state.audited = True
     about = [request.path_params["subject_id"]] if "subject_id" in request.path_params else []
-    record = AuditRecord(time=time.time(), outcome=str(status), detail=code, **_fields(request, services, operation, about))
+    galleries = [request.path_params["gallery_id"]] if "gallery_id" in request.path_params else []
+    fields = _fields(request, services, operation, about, galleries)
+    record = AuditRecord(time=time.time(), outcome=str(status), detail=code, **fields)
     try:
         if status >= 500:
             await services.audit.record(record)

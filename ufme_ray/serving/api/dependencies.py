@@ -15,7 +15,7 @@ from ufme_ray.orchestration.demo import DemoLoader
 from ufme_ray.orchestration.engine import Engine
 from ufme_ray.orchestration.ratelimit import RateLimiter, retry_after_s
 from ufme_ray.serving.api.errors import ApiError
-from ufme_ray.serving.auth import AuthError, KeyStore, Principal, authorize
+from ufme_ray.serving.auth import AuthError, KeyStore, Principal, authorize, authorize_gallery
 from ufme_ray.serving.metrics import ServiceMetrics
 
 @dataclass(frozen=True)
@@ -96,3 +96,13 @@ def require(group: str) -> Callable:
         return principal
 
     return check
+
+
+def allow_gallery(request: Request, gallery_id: str) -> Principal:
+    """The request's principal (set by `require`) if its key may use the gallery; 403 otherwise."""
+    principal = request.state.principal
+    try:
+        authorize_gallery(principal, gallery_id)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    return principal

@@ -28,6 +28,8 @@ STATUS = (
     (domain.GateRejectedError, 422),
     (domain.DuplicateFaceError, 409),
     (domain.UnknownSubjectError, 404),
+    (domain.UnknownGalleryError, 404),
+    (domain.GalleryConflictError, 409),
     (domain.IdempotencyKeyReusedError, 422),
     (domain.GalleryUnavailableError, 503),
     (domain.AuditUnavailableError, 503),

@@ -5,22 +5,33 @@ from __future__ import annotations
 import copy
 from typing import Annotated
 
-from fastapi import Path
+from fastapi import Header, Path
 from pydantic import BaseModel
 
 from ufme_ray.serving.api import schemas
 
 SubjectId = Annotated[str, Path(pattern=schemas.SUBJECT_ID_PATTERN, description="Your identifier of the person.")]
+GalleryId = Annotated[str, Path(pattern=schemas.GALLERY_ID_PATTERN, description="The gallery (watchlist, site, tenant).")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+        description="Retry safely: a request repeated with the same key (from the same API key) enrols "
+        "nothing again and answers with the first template. Reusing a key for another subject, gallery or "
+        "image is refused (422 idempotency_key_reused). A key is forgotten when its subject is erased.",
+    ),
+]
 
 ERRORS = {
     400: {"model": schemas.ErrorOut, "description": "Bad image or body"},
     401: {"model": schemas.ErrorOut, "description": "No or unknown API key"},
     403: {"model": schemas.ErrorOut, "description": "The key's role may not call this"},
-    404: {"model": schemas.ErrorOut, "description": "Unknown subject"},
-    409: {"model": schemas.ErrorOut, "description": "The face is already enrolled under another subject"},
+    404: {"model": schemas.ErrorOut, "description": "Unknown subject or gallery"},
+    409: {"model": schemas.ErrorOut, "description": "The face is already enrolled under another subject; the gallery exists"},
     413: {"model": schemas.ErrorOut, "description": "Image too large"},
     415: {"model": schemas.ErrorOut, "description": "Unsupported image or media type"},
     422: {"model": schemas.ErrorOut, "description": "A gate or validation failed"},
+    429: {"model": schemas.ErrorOut, "description": "The key's quota is spent; retry after Retry-After seconds"},
     503: {"model": schemas.ErrorOut, "description": "Gallery not ready; retry after Retry-After seconds"},
 }
 

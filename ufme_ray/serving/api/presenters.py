@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ufme_ray.gallery.galleries import GalleryRecord
 from ufme_ray.orchestration import results
 from ufme_ray.serving.api import schemas
 from ufme_ray.vision.gates import ResolvedThresholds
@@ -42,6 +43,7 @@ def candidate_out(candidate: results.CandidateResult) -> schemas.CandidateOut:
 def enrolment_out(result: results.Enrolled) -> schemas.EnrolOut:
     return schemas.EnrolOut(
         duplicate_of=None if result.duplicate_of is None else candidate_out(result.duplicate_of),
+        gallery_id=result.gallery_id,
         subject_id=result.subject_id,
         template_id=result.template_id,
         shard=result.shard,
@@ -52,6 +54,7 @@ def enrolment_out(result: results.Enrolled) -> schemas.EnrolOut:
 
 def identification_out(result: results.Identification) -> schemas.IdentifyOut:
     return schemas.IdentifyOut(
+        galleries=result.galleries,
         faces=[
             schemas.IdentifiedFaceOut(
                 face=gated_out(f.face),
@@ -80,6 +83,7 @@ def analysis_out(result: results.Analysis) -> schemas.AnalyzeOut:
 
 def subject_out(result: results.SubjectTemplates) -> schemas.SubjectOut:
     return schemas.SubjectOut(
+        gallery_id=result.gallery_id,
         subject_id=result.subject_id,
         shard=result.shard,
         templates=[schemas.TemplateOut(**vars(t)) for t in result.templates],
@@ -88,6 +92,38 @@ def subject_out(result: results.SubjectTemplates) -> schemas.SubjectOut:
 
 def erasure_out(result: results.Erasure) -> schemas.ErasedOut:
     return schemas.ErasedOut(**vars(result))
+
+
+def subject_list_out(page: results.SubjectPage, offset: int, limit: int) -> schemas.SubjectListOut:
+    return schemas.SubjectListOut(
+        gallery_id=page.gallery_id, subject_ids=page.subject_ids, total=page.total, offset=offset, limit=limit
+    )
+
+
+def gallery_summary_out(record: GalleryRecord) -> schemas.GallerySummaryOut:
+    return schemas.GallerySummaryOut(
+        gallery_id=record.gallery_id, description=record.description, created_at=record.created_at, policy=record.policy
+    )
+
+
+def gallery_info_out(info: results.GalleryInfo) -> schemas.GalleryInfoOut:
+    policy = info.policy
+    return schemas.GalleryInfoOut(
+        **gallery_summary_out(info.record).model_dump(),
+        subjects=info.subjects,
+        templates=info.templates,
+        shards=[schemas.GalleryShardOut(**s) for s in info.shards],
+        snapshot_epochs=info.snapshot_epochs,
+        thresholds=thresholds_out(policy.thresholds),
+        gates=schemas.GatesOut(**policy.gates.model_dump(include={"enrol", "identify", "verify", "demo"})),
+        duplicates=policy.duplicates.model_dump(),
+    )
+
+
+def gallery_list_out(records: list[GalleryRecord], total: int, offset: int, limit: int) -> schemas.GalleryListOut:
+    return schemas.GalleryListOut(
+        galleries=[gallery_summary_out(r) for r in records], total=total, offset=offset, limit=limit
+    )
 
 
 def _shards_out(state: results.GalleryState) -> list[schemas.ShardOut]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ufme_ray.gallery.galleries import DEFAULT_GALLERY, GALLERY_ID_PATTERN
 from ufme_ray.gallery.ids import SUBJECT_ID_PATTERN
+
+GalleryIdStr = Annotated[str, Field(pattern=GALLERY_ID_PATTERN)]
+MAX_GALLERIES_PER_SEARCH = 100
 
 
 class _In(BaseModel):
@@ -19,6 +23,16 @@ class ImageIn(_In):
 
 class IdentifyIn(ImageIn):
     top_k: int = Field(5, ge=1, le=100, description="Candidates returned per face.")
+    galleries: list[GalleryIdStr] | None = Field(
+        None, min_length=1, max_length=MAX_GALLERIES_PER_SEARCH,
+        description=f"Search these galleries at once (multipart: comma-separated); default: '{DEFAULT_GALLERY}', "
+        "or the gallery in the path. Each candidate names its gallery; the strictest of their policies applies.",
+    )
+
+    @field_validator("galleries", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        return value.split(",") if isinstance(value, str) else value
 
 
 class VerifyIn(ImageIn):
@@ -35,6 +49,7 @@ class DemoLoadIn(_In):
     subjects: list[str] | None = Field(
         None, max_length=1000, description="Only these subject folders (lets a client load in chunks and show progress)."
     )
+    gallery_id: GalleryIdStr = Field(DEFAULT_GALLERY, description="The gallery to enrol into.")
 
 
 class GateOut(BaseModel):
@@ -69,6 +84,7 @@ class ThresholdsOut(BaseModel):
 
 
 class EnrolOut(BaseModel):
+    gallery_id: str
     subject_id: str
     template_id: int
     shard: int
@@ -80,6 +96,7 @@ class EnrolOut(BaseModel):
 
 
 class CandidateOut(BaseModel):
+    gallery_id: str
     subject_id: str
     score: float
     template_id: int
@@ -90,6 +107,7 @@ class CandidateOut(BaseModel):
 
 class DecisionOut(BaseModel):
     status: Literal["match", "unknown", "rejected"]
+    gallery_id: str | None = None
     subject_id: str | None = None
     score: float | None = None
     reason: str | None = Field(None, description="For 'rejected': the gate(s) the face failed.")
@@ -102,6 +120,7 @@ class IdentifiedFaceOut(BaseModel):
 
 
 class IdentifyOut(BaseModel):
+    galleries: list[str] = Field(description="The galleries searched.")
     faces: list[IdentifiedFaceOut]
     thresholds: ThresholdsOut
 
@@ -110,6 +129,7 @@ class VerifyOut(BaseModel):
     match: bool
     similarity: float
     threshold: float
+    gallery_id: str | None = None
     subject_id: str | None = None
     template_id: int | None = Field(None, description="The subject's best-matching template.")
     estimated_far: float | None = Field(None, description="Estimated false-match rate of the similarity (None: uncalibrated).")
@@ -131,12 +151,22 @@ class TemplateOut(BaseModel):
 
 
 class SubjectOut(BaseModel):
+    gallery_id: str
     subject_id: str
     shard: int
     templates: list[TemplateOut]
 
 
+class SubjectListOut(BaseModel):
+    gallery_id: str
+    subject_ids: list[str]
+    total: int
+    offset: int
+    limit: int
+
+
 class ErasedOut(BaseModel):
+    gallery_id: str
     subject_id: str
     shard: int
     erased_template_ids: list[int]
@@ -159,6 +189,63 @@ class GalleryOut(BaseModel):
     total_templates: int
     snapshot_epochs: list[int]
     shards: list[ShardOut]
+
+
+class GalleryIn(_In):
+    gallery_id: GalleryIdStr = Field(description="Same rules as subject ids.")
+    description: str = Field("", max_length=1000)
+    policy: dict = Field(
+        default_factory=dict,
+        description="Thresholds, gates and duplicate policy for this gallery, laid over the engine's "
+        '(same fields as the Gateway\'s user_config, e.g. {"thresholds": {"similarity_min": 0.5}}).',
+    )
+
+
+class GalleryPatchIn(_In):
+    description: str | None = Field(None, max_length=1000)
+    policy: dict | None = Field(None, description="Replaces the gallery's policy whole; {} drops it.")
+
+
+class GalleryShardOut(BaseModel):
+    shard: int
+    subjects: int
+    templates: int
+
+
+class GatesOut(BaseModel):
+    enrol: list[str]
+    identify: list[str]
+    verify: list[str]
+    demo: list[str]
+
+
+class GallerySummaryOut(BaseModel):
+    gallery_id: str
+    description: str
+    created_at: float
+    policy: dict = Field(description="This gallery's own settings, laid over the engine's.")
+
+
+class GalleryInfoOut(GallerySummaryOut):
+    subjects: int
+    templates: int
+    shards: list[GalleryShardOut]
+    snapshot_epochs: list[int]
+    thresholds: ThresholdsOut = Field(description="In force for this gallery (the engine's, with its policy over them).")
+    gates: GatesOut
+    duplicates: dict
+
+
+class GalleryListOut(BaseModel):
+    galleries: list[GallerySummaryOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class GalleryErasedOut(BaseModel):
+    gallery_id: str
+    templates_erased: int
 
 
 class SkippedOut(BaseModel):
@@ -197,6 +284,7 @@ class AuditRecordOut(BaseModel):
     operation: str
     outcome: str
     subject_ids: list[str]
+    galleries: list[str]
     decisions: list[dict]
     thresholds: dict[str, float | None]
     gallery_epochs: list[int]
