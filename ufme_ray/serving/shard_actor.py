@@ -60,6 +60,7 @@ class ShardActor:
         self._shard: Shard | None = None
         self._error: str | None = None
         self._started = time.monotonic()
+        self._restore_s: float | None = None  # how long the last restore took
         tags = {"shard": str(shard_id)}
         self._ready_gauge = metrics.Gauge("ufme_shard_ready", "1 when the shard has restored its state", tag_keys=("shard",))
         self._size_gauge = metrics.Gauge("ufme_shard_templates", "live templates held by the shard", tag_keys=("shard",))
@@ -76,6 +77,8 @@ class ShardActor:
         while True:
             time.sleep(GAUGE_REFRESH_S)
             self._ready_gauge.set(1 if self._shard is not None else 0, {"shard": str(self._shard_id)})
+            if self._restore_s is not None:
+                self._restore_gauge.set(self._restore_s, {"shard": str(self._shard_id)})
             self._publish_size()
 
     def _start_restore(self) -> None:
@@ -96,7 +99,8 @@ class ShardActor:
         self._error = None
         self._shard = shard
         tags = {"shard": str(self._shard_id)}
-        self._restore_gauge.set(time.monotonic() - started, tags)
+        self._restore_s = time.monotonic() - started
+        self._restore_gauge.set(self._restore_s, tags)
         self._ready_gauge.set(1, tags)
         self._publish_size()
 
