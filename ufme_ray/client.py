@@ -69,15 +69,27 @@ class UfmeClient:
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
         return {"image": ("image", data)}
 
-    def enrol(self, subject_id: str, image: bytes | str | Path, *, idempotency_key: str | None = None) -> dict:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self._answer(
-            self._http.post(f"{self._scope}/subjects/{subject_id}/faces", files=self._image(image), headers=headers)
-        )
+    @staticmethod
+    def _intake(capture: str | None, quality_filter: str | None) -> dict:
+        """How the photo arrived (live / stored) and the quality filter, as form fields."""
+        return {k: v for k, v in (("capture", capture), ("quality_filter", quality_filter)) if v is not None}
 
-    def identify(self, image: bytes | str | Path, top_k: int = 5, *, galleries: list[str] | None = None) -> dict:
+    def enrol(
+        self, subject_id: str, image: bytes | str | Path, *, idempotency_key: str | None = None,
+        capture: str | None = None, quality_filter: str | None = None, box: list[float] | None = None,
+    ) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        data = self._intake(capture, quality_filter) | ({"box": ",".join(map(str, box))} if box else {})
+        return self._answer(self._http.post(
+            f"{self._scope}/subjects/{subject_id}/faces", files=self._image(image), data=data, headers=headers
+        ))
+
+    def identify(
+        self, image: bytes | str | Path, top_k: int = 5, *, galleries: list[str] | None = None,
+        capture: str | None = None, quality_filter: str | None = None,
+    ) -> dict:
         """In the client's gallery, or in `galleries` at once (each candidate names its gallery)."""
-        data = {"top_k": str(top_k)}
+        data = {"top_k": str(top_k), **self._intake(capture, quality_filter)}
         if galleries is not None:
             data["galleries"] = ",".join(galleries)
             return self._answer(self._http.post("/api/v1/identify", files=self._image(image), data=data))

@@ -70,6 +70,8 @@ class Thresholds(_Strict):
 
 
 GateName = Literal["quality", "liveness", "morph"]
+Capture = Literal["live", "stored"]
+QualityFilter = Literal["none", "low", "medium", "high", "auto"]
 
 
 class GatePolicy(_Strict):
@@ -91,6 +93,12 @@ class GatePolicy(_Strict):
     enrol_dominance_ratio: float = Field(
         3.0, ge=1.0, description="With several faces, enrolment takes the largest only if it is this many times "
         "larger (by area) than the next; otherwise the photo is ambiguous and refused.",
+    )
+    capture: Capture = Field(
+        "live",
+        description="How a photo arrives when a request does not say: live (taken now by a camera the operator "
+        "controls: liveness enforced) or stored (a file, e.g. an ID photo: liveness not applicable, quality and "
+        "morph enforced).",
     )
 
 
@@ -116,6 +124,10 @@ class ApiKeySpec(_Strict):
     )
     burst: int | None = Field(
         None, ge=1, description="Requests the key may send at once after being idle; None: the rate rounded up (at least 1)."
+    )
+    captures: Annotated[list[Capture], Field(min_length=1)] | Literal["*"] = Field(
+        "*", description="Capture types the key may declare (a kiosk key: ['live']); '*': any. A key allowed one "
+        "only gets it when a request does not say.",
     )
 
     @model_validator(mode="after")

@@ -1,8 +1,8 @@
 """Galleries through the real service: real photos, real Ray cluster, real HTTP.
 
 Two galleries hold disjoint LFW identities. Stored photos are not live captures, so the test
-galleries' own policy enforces quality only (which also proves a gallery policy reaches the
-gates); `default` keeps its liveness gates."""
+galleries' own policy declares them stored (liveness not applicable; which also proves a gallery
+policy reaches the gates); `default` keeps live captures."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ufme_ray.serving.shard_actor import NAMESPACE, shard_actor_name
 pytestmark = pytest.mark.ray
 
 STAFF, VISITORS = SCOPED_GALLERIES[0], "it-visitors"
-STORED_PHOTOS = {"gates": {"enrol": ["quality"], "identify": ["quality"], "verify": ["quality"]}}
+STORED_PHOTOS = {"gates": {"capture": "stored"}}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,8 @@ def test_identify_in_each_gallery_finds_only_its_own(service, people, galleries)
             face = identify(service.http, gallery, probe)
             assert {c["gallery_id"] for c in face["candidates"]} == {gallery}
             assert face["decision"]["status"] == "match" and face["decision"]["subject_id"] == name
-            assert face["face"]["gates"]["liveness"]["enforced"] is False  # the gallery's policy, not default's
+            assert face["face"]["capture"] == "stored"  # the gallery's policy, not default's
+            assert face["face"]["gates"]["liveness"]["status"] == "not_applicable"
     # A staff member's photo searched among visitors finds no staff member.
     face = identify(service.http, VISITORS, people[0][2])
     assert not {c["subject_id"] for c in face["candidates"]} & {name for name, _, _ in galleries[STAFF]}

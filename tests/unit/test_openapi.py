@@ -33,10 +33,10 @@ def test_every_reference_resolves(document):
 @pytest.mark.parametrize(
     "path, fields",
     [
-        ("/api/v1/subjects/{subject_id}/faces", {"image"}),
-        ("/api/v1/identify", {"image", "top_k", "galleries"}),
-        ("/api/v1/verify", {"image", "subject_id", "image2"}),
-        ("/api/v1/analyze", {"image"}),
+        ("/api/v1/subjects/{subject_id}/faces", {"image", "capture", "quality_filter", "box"}),
+        ("/api/v1/identify", {"image", "capture", "quality_filter", "top_k", "galleries"}),
+        ("/api/v1/verify", {"image", "capture", "quality_filter", "subject_id", "image2"}),
+        ("/api/v1/analyze", {"image", "capture", "quality_filter"}),
     ],
 )
 def test_image_routes_document_both_encodings_and_every_field(document, path, fields):

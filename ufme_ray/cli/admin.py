@@ -36,7 +36,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     keys_file = _keys_file(args)
     try:
-        key = add_key_to_file(keys_file, args.id, args.role, galleries=args.galleries, rate=args.rate, burst=args.burst)
+        key = add_key_to_file(
+            keys_file, args.id, args.role, galleries=args.galleries, rate=args.rate, burst=args.burst,
+            captures=None if args.captures is None else args.captures.split(","),
+        )
     except ValueError as exc:  # the id exists already, or a field is not valid
         raise UsageError(str(exc)) from None
     print(f"created key {args.id!r} with role {args.role} in {keys_file} (the service re-reads it); the key, shown once:")
@@ -52,12 +55,13 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
     keys_file = _keys_file(args)
     print(f"# keys in {keys_file}", file=sys.stderr)
-    print(f"{'id':<32} {'role':<6} {'rate/s':>8} {'burst':>6}  galleries")
+    print(f"{'id':<32} {'role':<6} {'rate/s':>8} {'burst':>6}  {'captures':<12} galleries")
     for spec in read_keys_file(keys_file):
         limit = RateLimit.of(spec.rate, spec.burst)
         rate, burst = (f"{limit.rate:g}", str(limit.burst)) if limit is not None else ("-", "-")
         galleries = "*" if spec.galleries == "*" else ",".join(spec.galleries)
-        print(f"{spec.id:<32} {spec.role:<6} {rate:>8} {burst:>6}  {galleries}")
+        captures = "*" if spec.captures == "*" else ",".join(spec.captures)
+        print(f"{spec.id:<32} {spec.role:<6} {rate:>8} {burst:>6}  {captures:<12} {galleries}")
     return EXIT_OK
 
 
@@ -81,6 +85,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--galleries", type=_galleries, help="comma-separated gallery ids the key may use (default: *, all)")
     create.add_argument("--rate", type=float, help="requests per second the key may send, all replicas together (default: no quota)")
     create.add_argument("--burst", type=int, help="requests it may send at once (default: the rate rounded up)")
+    create.add_argument("--captures", help="comma-separated capture types the key may declare: live, stored (default: both)")
     create.set_defaults(handler=cmd_keys)
     listing = key_commands.add_parser("list", help="list the keys file's keys: id, role, quota, galleries")
     listing.set_defaults(handler=cmd_keys_list)

@@ -168,6 +168,57 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_calibrate_pad(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ufme_ray.calibration import main_faces, pad_error_rates
+    from ufme_ray.vision.pipeline import Pipeline
+
+    settings = load_settings(args)
+    pipeline = Pipeline.from_settings(settings)
+    scores = {}
+    for kind, folders in (("bona fide", args.bona_fide), ("attack", args.attacks)):
+        found, missed = main_faces(pipeline, folders)
+        scores[kind] = np.array([face.liveness for _, face in found], np.float32)
+        print(f"{kind}: {len(found)} photos scored, {len(missed)} without a face: {[str(p) for p in missed]}")
+    rows = pad_error_rates(scores["bona fide"], scores["attack"], sorted(args.thresholds))
+    print(f"liveness models: {', '.join(settings.models.liveness)}")
+    print(f"{'threshold':>10}{'BPCER':>8}{'refused':>9}{'APCER':>8}{'accepted':>10}")
+    for row in rows:
+        print(f"{row['threshold']:>10.2f}{row['bpcer']:>8.3f}{row['bona_fide_refused']:>9}"
+              f"{row['apcer']:>8.3f}{row['attacks_accepted']:>10}")
+    percentiles = {p: round(float(np.percentile(scores["bona fide"], p)), 3) for p in (1, 5, 10, 25, 50)}
+    print(f"bona fide live scores, percentiles: {percentiles}; attacks: {sorted(np.round(scores['attack'], 3).tolist())}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"rows": rows, "bona_fide_percentiles": percentiles,
+                                         "attack_scores": scores["attack"].tolist()}, indent=1))
+    return EXIT_OK
+
+
+def cmd_calibrate_quality(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ufme_ray.calibration import main_faces, quality_levels
+    from ufme_ray.vision.pipeline import Pipeline
+
+    settings = load_settings(args)
+    pipeline = Pipeline.from_settings(settings)
+    found, missed = main_faces(pipeline, args.faces)
+    qualities = np.array([face.quality for _, face in found], np.float32)
+    labels = [str(path.parent) for path, _ in found]
+    vectors = np.stack([face.embedding for _, face in found])
+    refuse = {"low": args.low, "medium": args.medium, "high": args.high}
+    rows = quality_levels(qualities, labels, vectors, pipeline.thresholds.similarity_min, refuse)
+    print(f"{len(found)} photos scored by {settings.models.quality}, {len(missed)} without a face")
+    print(f"{'level':>7}{'threshold':>11}{'refused':>9}{'genuine pairs':>15}{'match rate':>12}")
+    for row in rows:
+        print(f"{row['level']:>7}{row['threshold']:>11.4f}{row['photos_refused']:>9}{row['genuine_pairs']:>15}"
+              f"{row['genuine_match_rate'] if row['genuine_match_rate'] is not None else '-':>12}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return EXIT_OK
+
+
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     analyze = commands.add_parser("analyze", help="detect and score every face in images; prints JSON per image")
     analyze.add_argument("images", nargs="+")
@@ -195,6 +246,26 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
     for sub in (listing, verify, pull):
         sub.set_defaults(handler=cmd_models)
+    pad = commands.add_parser(
+        "calibrate-pad", help="BPCER and APCER of the liveness gate at candidate thresholds, from photo folders"
+    )
+    pad.add_argument("--bona-fide", type=Path, nargs="+", required=True, help="folders of genuine photos")
+    pad.add_argument("--attacks", type=Path, nargs="+", required=True, help="folders of presentation attacks")
+    pad.add_argument("--thresholds", type=float, nargs="+",
+                     default=[0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95])
+    pad.add_argument("--json", type=Path, help="also write the table here")
+    pad.set_defaults(handler=cmd_calibrate_pad)
+
+    quality = commands.add_parser(
+        "calibrate-quality", help="quality filter levels (low/medium/high) from a labelled photo set"
+    )
+    quality.add_argument("--faces", type=Path, nargs="+", required=True, help="<identity>/<photo> folders")
+    quality.add_argument("--low", type=float, default=0.05, help="share of the set's photos the low level refuses")
+    quality.add_argument("--medium", type=float, default=0.15)
+    quality.add_argument("--high", type=float, default=0.35)
+    quality.add_argument("--json", type=Path, help="also write the table here")
+    quality.set_defaults(handler=cmd_calibrate_quality)
+
     quantize = model_commands.add_parser(
         "quantize", help="build int8 variants of the detector and the embedder, calibrated on your photos"
     )

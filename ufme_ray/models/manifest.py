@@ -56,6 +56,9 @@ class ModelSpec(_Strict):
     morph_class: int | None = Field(None, ge=0)
     embedding_dim: PositiveInt | None = None
     default_threshold: float
+    quality_filters: dict[Literal["low", "medium", "high", "auto"], float] | None = Field(
+        None, description="Quality models: the threshold of each request quality filter, measured on a photo set."
+    )
     calibration: Calibration | None = Field(
         None, description="Embedders: impostor score distribution measured with `ufme-ray calibrate`."
     )

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ufme_ray.config import DuplicatePolicy, GatePolicy, LiveConfig, UfmeSettings
+from ufme_ray.config import Capture, DuplicatePolicy, GatePolicy, LiveConfig, QualityFilter, UfmeSettings
 from ufme_ray.gallery import galleries as registry
 from ufme_ray.gallery.duplicates import DuplicateCheck
 from ufme_ray.gallery.galleries import DEFAULT_GALLERY, GalleryRecord, subject_key
@@ -28,6 +28,7 @@ from ufme_ray.orchestration.errors import (
     DuplicateFaceError,
     GateRejectedError,
     IdempotencyKeyReusedError,
+    QualityFilterUnavailableError,
     UnknownGalleryError,
     UnknownSubjectError,
 )
@@ -38,9 +39,20 @@ from ufme_ray.vision.align import model_crop
 from ufme_ray.vision.embedder import embedder_crop
 from ufme_ray.vision.gates import ResolvedThresholds
 from ufme_ray.vision.image import decode_image
-from ufme_ray.vision.pipeline import FaceAnalysis, ImageAnalysis, assemble_faces, cosine_similarity
+from ufme_ray.vision.pipeline import FaceAnalysis, ImageAnalysis, assemble_faces, cosine_similarity, not_applicable
 from ufme_ray.vision.quality import quality_crop
 from ufme_ray.vision.registry import ModelSpecs
+
+
+@dataclass(frozen=True)
+class Intake:
+    """How a request's photo arrived (None: the policy's default capture) and the quality it asks for."""
+
+    capture: Capture | None = None
+    quality_filter: QualityFilter | None = None
+
+
+GATE_ORDER = ("quality", "liveness", "morph")
 
 
 @dataclass(frozen=True)
@@ -172,34 +184,63 @@ class Engine:
         for gate in failed:
             self.metrics.gate_rejections.inc(tags={"gate": gate, "operation": operation})
 
-    def _check_gates(self, operation: str, face: FaceAnalysis, enforced: list[str]) -> results.GatedFace:
+    def _check_gates(self, operation: str, face: FaceAnalysis, enforced: list[str], capture: Capture) -> results.GatedFace:
         failed = enforced_failures(face, enforced)
         self._count_rejections(operation, failed)
         if failed:
-            raise GateRejectedError(face, enforced, failed)
-        return results.GatedFace(face, enforced)
+            raise GateRejectedError(face, enforced, failed, capture)
+        return results.GatedFace(face, enforced, capture)
+
+    def _gating(self, live: LivePolicy, operation: str, intake: Intake) -> tuple[ResolvedThresholds, list[str], Capture]:
+        """The thresholds, the enforced gates and the capture type of one request.
+
+        live: liveness is enforced on top of the operation's gates. stored: liveness does not apply
+        (a file is not a live capture), quality and morph are enforced (morphs target stored and
+        document photos). A quality filter raises the quality threshold, never lowers it below the
+        policy's, and enforces the quality gate.
+        """
+        capture = intake.capture or live.gates.capture
+        gates = set(getattr(live.gates, operation))
+        gates = gates - {"liveness"} | {"quality", "morph"} if capture == "stored" else gates | {"liveness"}
+        thresholds = live.thresholds
+        if intake.quality_filter not in (None, "none"):
+            try:
+                level = self.specs.quality_filter(intake.quality_filter)
+            except ValueError as exc:
+                raise QualityFilterUnavailableError(str(exc)) from None
+            floor = thresholds.quality_min
+            thresholds = replace(thresholds, quality_min=level if floor is None else max(floor, level))
+            gates.add("quality")
+        return thresholds, [g for g in GATE_ORDER if g in gates], capture
+
+    async def _analyze_as(self, data: bytes, thresholds: ResolvedThresholds, capture: Capture) -> ImageAnalysis:
+        """`_analyze`, with the liveness gate of a stored photo reported as not applicable."""
+        analysis = await self._analyze(data, thresholds)
+        if capture == "live":
+            return analysis
+        return replace(analysis, faces=[not_applicable(face, "liveness") for face in analysis.faces])
 
     # --- operations -----------------------------------------------------------------------------
 
-    async def analyze(self, data: bytes) -> results.Analysis:
+    async def analyze(self, data: bytes, *, intake: Intake = Intake()) -> results.Analysis:
         """Every face with its scores; no gate is enforced and nothing is searched."""
-        thresholds = self.live.thresholds
-        analysis = await self._analyze(data, thresholds)
-        faces = [results.GatedFace(f, []) for f in analysis.faces]
+        thresholds, _, capture = self._gating(self.live, "identify", intake)
+        analysis = await self._analyze_as(data, thresholds, capture)
+        faces = [results.GatedFace(f, [], capture) for f in analysis.faces]
         return results.Analysis(analysis.width, analysis.height, faces, thresholds)
 
     async def enrol(
         self, subject_id: str, data: bytes, *, operation: str = "enrol", idempotency: Idempotency | None = None,
-        gallery_id: str = DEFAULT_GALLERY,
+        gallery_id: str = DEFAULT_GALLERY, intake: Intake = Intake(), box: list[float] | None = None,
     ) -> results.Enrolled:
-        """Enrol the photo's one face into the gallery; under an idempotency key, a retry adds
-        nothing and answers with the first template."""
+        """Enrol the photo's one face (or the face at `box`) into the gallery; under an idempotency
+        key, a retry adds nothing and answers with the first template."""
         record = await self.galleries.record(gallery_id)
         live = self.policy([record])
-        enforced = live.gates.demo if operation == "demo" else live.gates.enrol
-        analysis = await self._analyze(data, live.thresholds)
-        face = single_face(analysis, live.gates.enrol_dominance_ratio)
-        gated = self._check_gates(operation, face, enforced)
+        thresholds, enforced, capture = self._gating(live, "demo" if operation == "demo" else "enrol", intake)
+        analysis = await self._analyze_as(data, thresholds, capture)
+        face = single_face(analysis, live.gates.enrol_dominance_ratio, box=box)
+        gated = self._check_gates(operation, face, enforced, capture)
         key = subject_key(gallery_id, subject_id)
         request = None if idempotency is None else request_key(idempotency.scope, idempotency.key, key, data)
         quality = face.quality if face.quality is not None else 1.0
@@ -216,7 +257,7 @@ class Engine:
         if stored["template_id"] is None:
             raise DuplicateFaceError(duplicate.subject_id, duplicate.score, live.duplicates.threshold_or(live.thresholds))
         return results.Enrolled(
-            subject_id, stored["template_id"], stored["shard"], gated, live.thresholds,
+            subject_id, stored["template_id"], stored["shard"], gated, thresholds,
             None if duplicate is None else self._candidate(duplicate), gallery_id=gallery_id,
         )
 
@@ -229,12 +270,13 @@ class Engine:
         return DuplicateCheck(policy.threshold_or(live.thresholds), reject=policy.action == "reject")
 
     async def identify(
-        self, data: bytes, top_k: int, *, galleries: list[str] | tuple[str, ...] = (DEFAULT_GALLERY,)
+        self, data: bytes, top_k: int, *, galleries: list[str] | tuple[str, ...] = (DEFAULT_GALLERY,),
+        intake: Intake = Intake(),
     ) -> results.Identification:
         records = await self.galleries.records(galleries)
         live = self.policy(records)
-        enforced = live.gates.identify
-        analysis = await self._analyze(data, live.thresholds)
+        thresholds, enforced, capture = self._gating(live, "identify", intake)
+        analysis = await self._analyze_as(data, thresholds, capture)
         searchable = [f for f in analysis.faces if not enforced_failures(f, enforced)]
         ids = [r.gallery_id for r in records]
         found = iter(await self.gallery.search(np.stack([f.embedding for f in searchable]), top_k, ids) if searchable else [])
@@ -244,9 +286,11 @@ class Engine:
             self._count_rejections("identify", failed)
             candidates = [] if failed else [self._candidate(c) for c in next(found)]
             identified.append(
-                results.IdentifiedFace(results.GatedFace(face, enforced), candidates, self._decide(failed, candidates, live))
+                results.IdentifiedFace(
+                    results.GatedFace(face, enforced, capture), candidates, self._decide(failed, candidates, live)
+                )
             )
-        return results.Identification(identified, live.thresholds, galleries=ids, gates=enforced)
+        return results.Identification(identified, thresholds, galleries=ids, gates=enforced)
 
     @staticmethod
     def _decide(failed: list[str], candidates: list[results.CandidateResult], live: LivePolicy) -> results.Decision:
@@ -257,13 +301,16 @@ class Engine:
             return results.Decision("match", subject_id=best.subject_id, score=best.score, gallery_id=best.gallery_id)
         return results.Decision("unknown", score=None if best is None else best.score)
 
-    async def _probe(self, data: bytes, live: LivePolicy) -> results.GatedFace:
-        analysis = await self._analyze(data, live.thresholds)
-        return self._check_gates("verify", main_face(analysis), live.gates.verify)
+    async def _probe(self, data: bytes, live: LivePolicy, intake: Intake) -> results.GatedFace:
+        thresholds, enforced, capture = self._gating(live, "verify", intake)
+        analysis = await self._analyze_as(data, thresholds, capture)
+        return self._check_gates("verify", main_face(analysis), enforced, capture)
 
-    async def verify_subject(self, data: bytes, subject_id: str, *, gallery_id: str = DEFAULT_GALLERY) -> results.Verification:
+    async def verify_subject(
+        self, data: bytes, subject_id: str, *, gallery_id: str = DEFAULT_GALLERY, intake: Intake = Intake()
+    ) -> results.Verification:
         live = self.policy([await self.galleries.record(gallery_id)])
-        probe = await self._probe(data, live)
+        probe = await self._probe(data, live, intake)
         [scores] = await self.gallery.subject_scores(gallery_id, subject_id, probe.face.embedding[None, :])
         if not scores:
             raise UnknownSubjectError(subject_id)
@@ -274,9 +321,9 @@ class Engine:
             subject_id=subject_id, template_id=template_id, gallery_id=gallery_id,
         )
 
-    async def verify_images(self, first: bytes, second: bytes) -> results.Verification:
+    async def verify_images(self, first: bytes, second: bytes, *, intake: Intake = Intake()) -> results.Verification:
         live = self.live
-        probe, other = await asyncio.gather(self._probe(first, live), self._probe(second, live))
+        probe, other = await asyncio.gather(self._probe(first, live, intake), self._probe(second, live, intake))
         similarity = cosine_similarity(probe.face.embedding, other.face.embedding)
         threshold = live.thresholds.similarity_min
         return results.Verification(

@@ -25,6 +25,17 @@ class MultipleFacesError(DomainError, code="multiple_faces"):
     """Several comparable faces: enrolment cannot tell whom the photo is of."""
 
 
+class FaceNotFoundError(DomainError, code="face_not_found"):
+    """No detected face overlaps the requested box enough (IoU >= 0.5)."""
+
+    def __init__(self, best_iou: float) -> None:
+        super().__init__(f"no face overlaps the given box with IoU >= 0.5 (best {best_iou:.2f}); take the box from /api/v1/analyze")
+
+
+class QualityFilterUnavailableError(DomainError, code="quality_filter_unavailable"):
+    """The configured quality model ships no threshold for the requested filter."""
+
+
 class FaceCutOffError(DomainError, code="face_cut_off"):
     """The face to enrol is cut by the image border: its template would be of part of a face."""
 
@@ -35,7 +46,7 @@ class FaceCutOffError(DomainError, code="face_cut_off"):
 class GateRejectedError(DomainError):
     """The face failed an enforced gate; `face` and `enforced` let the answer show every score."""
 
-    def __init__(self, face, enforced: list[str], failed: list[str]):
+    def __init__(self, face, enforced: list[str], failed: list[str], capture: str = "live"):
         first = face.gates[failed[0]]
         comparison = "is below" if first.rule == ">=" else "is not below"
         super().__init__(
@@ -43,7 +54,7 @@ class GateRejectedError(DomainError):
             f"{comparison} the threshold {first.threshold}"
         )
         self.code = f"{failed[0]}_gate_failed"
-        self.face, self.enforced, self.failed = face, enforced, failed
+        self.face, self.enforced, self.failed, self.capture = face, enforced, failed, capture
 
 
 class DuplicateFaceError(DomainError, code="duplicate_face"):

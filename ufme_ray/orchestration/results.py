@@ -24,6 +24,7 @@ class GatedFace:
 
     face: FaceAnalysis
     enforced: list[str]
+    capture: str = "live"  # how the photo arrived: decides whether liveness applies
 
 
 @dataclass(frozen=True)

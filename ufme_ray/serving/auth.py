@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from ufme_ray.config import ApiKeySpec, AuthSettings, Role
+from ufme_ray.config import ApiKeySpec, AuthSettings, Capture, Role
 from ufme_ray.orchestration.ratelimit import RateLimit
 
 # Which roles may call an operation group; admin may call everything.
@@ -38,14 +38,25 @@ class Principal:
     role: Role
     galleries: frozenset[str] | None = None  # None: every gallery ("*")
     rate: RateLimit | None = None  # None: no quota
+    captures: tuple[Capture, ...] | None = None  # None: any capture type ("*")
 
     @classmethod
     def of(cls, spec: ApiKeySpec) -> "Principal":
         galleries = None if spec.galleries == "*" else frozenset(spec.galleries)
-        return cls(spec.id, spec.role, galleries, RateLimit.of(spec.rate, spec.burst))
+        captures = None if spec.captures == "*" else tuple(dict.fromkeys(spec.captures))
+        return cls(spec.id, spec.role, galleries, RateLimit.of(spec.rate, spec.burst), captures)
 
     def may_use(self, gallery_id: str) -> bool:
         return self.galleries is None or gallery_id in self.galleries
+
+    def capture(self, declared: Capture | None) -> Capture | None:
+        """The capture type a request is served with: the one it declares (AuthError 403 if the key
+        may not declare it), else the key's only one, else None (the gallery's policy decides)."""
+        if declared is not None:
+            if self.captures is not None and declared not in self.captures:
+                raise AuthError(403, "forbidden", f"the key {self.key_id!r} may not declare capture {declared!r}")
+            return declared
+        return self.captures[0] if self.captures is not None and len(self.captures) == 1 else None
 
 
 class AuthError(Exception):
@@ -126,15 +137,17 @@ def read_keys_file(path: Path) -> list[ApiKeySpec]:
 
 
 def add_key_to_file(path: Path, key_id: str, role: Role, *, galleries: list[str] | None = None,
-                    rate: float | None = None, burst: int | None = None) -> str:
+                    rate: float | None = None, burst: int | None = None, captures: list[Capture] | None = None) -> str:
     """Create a key, store its digest in the keys file (mode 0600), return the key (shown once).
-    `galleries` None: every gallery. Raises ValueError for a taken id or an invalid field."""
+    `galleries` / `captures` None: every gallery / capture type. Raises ValueError for a taken id or
+    an invalid field."""
     existing = read_keys_file(path)
     if any(spec.id == key_id for spec in existing):
         raise ValueError(f"a key with id {key_id!r} already exists in {path}")
     key = new_key(key_id)
     spec = ApiKeySpec(
-        id=key_id, role=role, sha256=key_digest(key), galleries="*" if galleries is None else galleries, rate=rate, burst=burst
+        id=key_id, role=role, sha256=key_digest(key), galleries="*" if galleries is None else galleries, rate=rate, burst=burst,
+        captures="*" if captures is None else captures,
     )
     existing.append(spec)
     path.parent.mkdir(parents=True, exist_ok=True)

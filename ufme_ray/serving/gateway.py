@@ -11,7 +11,7 @@ from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.encryption import open_configured_storage
 from ufme_ray.orchestration.audit_trail import AuditTrail
 from ufme_ray.orchestration.demo import DemoLoader
-from ufme_ray.orchestration.engine import Engine
+from ufme_ray.orchestration.engine import Engine, Intake
 from ufme_ray.orchestration.refusals import RefusalAggregator
 from ufme_ray.serving.api.app import create_api
 from ufme_ray.serving.api.dependencies import Services, install_services
@@ -46,8 +46,9 @@ class Gateway:
                 audit=self._audit,
                 keys=KeyStore(settings.auth),
                 demo=DemoLoader(
+                    # Demo photos are files: stored captures, liveness not applicable.
                     lambda subject_id, data, gallery_id: self._engine.enrol(
-                        subject_id, data, operation="demo", gallery_id=gallery_id
+                        subject_id, data, operation="demo", gallery_id=gallery_id, intake=Intake("stored")
                     ),
                     default_folder=settings.demo_dir,
                     max_bytes=settings.image.max_bytes,

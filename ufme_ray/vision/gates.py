@@ -8,7 +8,9 @@ from typing import Literal
 from ufme_ray.config import Thresholds
 from ufme_ray.models.manifest import ModelSpec
 
-GateStatus = Literal["pass", "fail", "not_configured"]
+# not_applicable: scored and reported, but the photo is not what the gate judges (a stored photo
+# is no live capture), so it cannot fail.
+GateStatus = Literal["pass", "fail", "not_configured", "not_applicable"]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ the reference chain for the CLI, the accuracy script and the in-process benchmar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -130,6 +130,12 @@ def assemble_faces(
             )
         )
     return analyses
+
+
+def not_applicable(face: FaceAnalysis, gate: str) -> FaceAnalysis:
+    """The face with `gate` reported as not applicable (its score kept), so it cannot fail."""
+    kept = face.gates[gate]
+    return replace(face, gates={**face.gates, gate: GateResult("not_applicable", kept.score, kept.threshold, kept.rule)})
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -88,6 +88,15 @@ class ModelSpecs:
         chosen = [self.detector, self.quality, *self.liveness, self.morph, self.embedder]
         return [spec.name for spec in chosen if spec is not None]
 
+    def quality_filter(self, level: str) -> float:
+        """The quality model's threshold for a request's quality filter (low/medium/high/auto), from
+        the manifest. ValueError when the configured quality model ships none."""
+        levels = None if self.quality is None else self.quality.quality_filters
+        if not levels or level not in levels:
+            name = None if self.quality is None else self.quality.name
+            raise ValueError(f"the quality model {name!r} has no quality_filter level {level!r} in the model manifest")
+        return levels[level]
+
     def thresholds(self, settings: UfmeSettings) -> ResolvedThresholds:
         return ResolvedThresholds.resolve(
             settings.thresholds,

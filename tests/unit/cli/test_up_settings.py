@@ -69,7 +69,7 @@ def test_up_forwards_the_whole_settings_file(fake_dashboard, settings_file, monk
     assert live["thresholds"]["similarity_min"] == 0.52 and live["thresholds"]["detection_min"] == 0.7
     assert live["duplicates"] == {"action": "warn"}
     # ... and the profile's other live values stay.
-    assert live["thresholds"]["liveness_min"] == 0.85 and live["gates"]["enrol"] == ["quality", "liveness", "morph"]
+    assert live["thresholds"]["liveness_min"] == 0.5 and live["gates"]["enrol"] == ["quality", "liveness", "morph"]
 
 
 def test_the_environment_outranks_the_file_in_what_up_deploys(fake_dashboard, settings_file, monkeypatch):

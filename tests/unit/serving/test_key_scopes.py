@@ -90,15 +90,15 @@ def test_keys_create_and_list(data_dir, capsys):
     assert main(["keys", "create", "--id", "ops", "--role", "admin"]) == 0
     assert main(["keys", "create", "--id", "gate-3", "--role", "search", "--galleries", "staff,visitors",
                  "--rate", "20", "--burst", "40"]) == 0
-    assert main(["keys", "create", "--id", "gate-4", "--role", "search", "--galleries", "*", "--rate", "2.5"]) == 0
+    assert main(["keys", "create", "--id", "gate-4", "--role", "search", "--galleries", "*", "--rate", "2.5", "--captures", "live"]) == 0
     created = capsys.readouterr().out
     assert main(["keys", "list"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()[1:]]
     assert rows == [
-        ["ops", "admin", "-", "-", "*"],
-        ["gate-3", "search", "20", "40", "staff,visitors"],
-        ["gate-4", "search", "2.5", "3", "*"],
+        ["ops", "admin", "-", "-", "*", "*"],
+        ["gate-3", "search", "20", "40", "*", "staff,visitors"],
+        ["gate-4", "search", "2.5", "3", "live", "*"],
     ]
     for key in re.findall(r"^ufme\.\S+$", created, re.M):  # never a key, nor a digest
         assert key not in out and key_digest(key) not in out

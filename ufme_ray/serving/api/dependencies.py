@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from ufme_ray.config import UfmeSettings
 from ufme_ray.orchestration.audit_trail import AuditTrail
 from ufme_ray.orchestration.demo import DemoLoader
-from ufme_ray.orchestration.engine import Engine
+from ufme_ray.orchestration.engine import Engine, Intake
 from ufme_ray.orchestration.ratelimit import RateLimiter, retry_after_s
 from ufme_ray.serving.api.errors import ApiError
 from ufme_ray.serving.auth import AuthError, KeyStore, Principal, authorize, authorize_gallery
@@ -106,3 +106,13 @@ def allow_gallery(request: Request, gallery_id: str) -> Principal:
     except AuthError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
     return principal
+
+
+def intake_for(request: Request, params) -> Intake:
+    """How the request's photo arrived (the capture it declares, if its key may declare it; 403
+    otherwise) and the quality filter it asks for."""
+    try:
+        capture = request.state.principal.capture(params.capture)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    return Intake(capture, params.quality_filter)

@@ -31,6 +31,8 @@ STATUS = (
     (domain.UnknownGalleryError, 404),
     (domain.GalleryConflictError, 409),
     (domain.IdempotencyKeyReusedError, 422),
+    (domain.FaceNotFoundError, 422),
+    (domain.QualityFilterUnavailableError, 422),
     (domain.GalleryUnavailableError, 503),
     (domain.AuditUnavailableError, 503),
     (domain.DomainError, 422),
@@ -80,7 +82,7 @@ def install_error_handlers(app: FastAPI, on_error: Callable[[Request, int, str],
         await on_error(request, status, exc.code)
         details = exc.details
         if isinstance(exc, domain.GateRejectedError):
-            details = {"face": face_out(exc.face, exc.enforced).model_dump(), "failed_gates": exc.failed}
+            details = {"face": face_out(exc.face, exc.enforced, exc.capture).model_dump(), "failed_gates": exc.failed}
         # A refusal raised in another replica arrives wrapped by Ray, whose str() is a traceback:
         # the message attribute is the cause's own.
         headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None

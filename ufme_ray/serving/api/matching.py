@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from ufme_ray.gallery.galleries import DEFAULT_GALLERY
 from ufme_ray.serving.api import presenters, schemas
 from ufme_ray.serving.api.auditing import audited
-from ufme_ray.serving.api.dependencies import ServicesDep, allow_gallery, require
+from ufme_ray.serving.api.dependencies import ServicesDep, allow_gallery, intake_for, require
 from ufme_ray.serving.api.errors import ApiError
 from ufme_ray.serving.api.inputs import read_image_request
 from ufme_ray.serving.api.openapi import ERRORS, GalleryId, image_body
@@ -36,9 +36,10 @@ async def _identify(path_gallery: str | None, request: Request, services):
     galleries = params.galleries or [path_gallery or DEFAULT_GALLERY]
     for gallery_id in galleries:
         allow_gallery(request, gallery_id)
+    intake = intake_for(request, params)
 
     async def search() -> schemas.IdentifyOut:
-        result = await services.engine.identify(images["image"], params.top_k, galleries=galleries)
+        result = await services.engine.identify(images["image"], params.top_k, galleries=galleries, intake=intake)
         return presenters.identification_out(result)
 
     return await audited(request, services, "identify", search, galleries=galleries, summarize=_identify_summary)
@@ -49,13 +50,14 @@ async def _verify(gallery_id: str, request: Request, services):
     params, images = await read_image_request(request, schemas.VerifyIn, ("image", "image2"), services.settings.image)
     if (params.subject_id is None) == ("image2" not in images):
         raise ApiError(422, "invalid_request", "give exactly one of subject_id and image2")
+    intake = intake_for(request, params)
     engine = services.engine
 
     async def compare() -> schemas.VerifyOut:
         if params.subject_id is not None:
-            result = await engine.verify_subject(images["image"], params.subject_id, gallery_id=gallery_id)
+            result = await engine.verify_subject(images["image"], params.subject_id, gallery_id=gallery_id, intake=intake)
         else:
-            result = await engine.verify_images(images["image"], images["image2"])
+            result = await engine.verify_images(images["image"], images["image2"], intake=intake)
         return presenters.verification_out(result)
 
     return await audited(
@@ -97,10 +99,11 @@ async def verify_in_gallery(gallery_id: GalleryId, request: Request, services: S
 @router.post("/analyze", response_model=schemas.AnalyzeOut, openapi_extra=image_body(schemas.ImageIn))
 async def analyze(request: Request, services: ServicesDep):
     """Every face with box, landmarks, quality, liveness and morph status; no search."""
-    _, images = await read_image_request(request, schemas.ImageIn, ("image",), services.settings.image)
+    params, images = await read_image_request(request, schemas.ImageIn, ("image",), services.settings.image)
+    intake = intake_for(request, params)
 
     async def analyze() -> schemas.AnalyzeOut:
-        return presenters.analysis_out(await services.engine.analyze(images["image"]))
+        return presenters.analysis_out(await services.engine.analyze(images["image"], intake=intake))
 
     return await audited(
         request, services, "analyze", analyze,

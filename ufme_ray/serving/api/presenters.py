@@ -9,8 +9,9 @@ from ufme_ray.vision.gates import ResolvedThresholds
 from ufme_ray.vision.pipeline import FaceAnalysis
 
 
-def face_out(face: FaceAnalysis, enforced: list[str]) -> schemas.FaceOut:
+def face_out(face: FaceAnalysis, enforced: list[str], capture: str) -> schemas.FaceOut:
     return schemas.FaceOut(
+        capture=capture,
         box=[float(v) for v in face.box],
         landmarks=[[float(x), float(y)] for x, y in face.landmarks],
         detection_score=face.detection_score,
@@ -29,7 +30,7 @@ def face_out(face: FaceAnalysis, enforced: list[str]) -> schemas.FaceOut:
 
 
 def gated_out(gated: results.GatedFace) -> schemas.FaceOut:
-    return face_out(gated.face, gated.enforced)
+    return face_out(gated.face, gated.enforced, gated.capture)
 
 
 def thresholds_out(thresholds: ResolvedThresholds) -> schemas.ThresholdsOut:

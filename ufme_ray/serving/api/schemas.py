@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ufme_ray.config import Capture, QualityFilter
 from ufme_ray.gallery.galleries import DEFAULT_GALLERY, GALLERY_ID_PATTERN
 from ufme_ray.gallery.ids import SUBJECT_ID_PATTERN
 
@@ -19,6 +21,37 @@ class _In(BaseModel):
 
 class ImageIn(_In):
     image: str = Field(description="The image file, base64-encoded (JPEG, PNG, WebP or BMP).")
+    capture: Capture | None = Field(
+        None,
+        description="live: taken now by a camera the operator controls (liveness enforced); stored: a file such as "
+        "an ID or badge photo (liveness not applicable; quality and morph enforced). Default: the gallery's "
+        "policy (gates.capture), or the one capture type the key may declare.",
+    )
+    quality_filter: QualityFilter | None = Field(
+        None,
+        description="Refuse faces below this quality (thresholds per quality model, in the model manifest); "
+        "stricter than the gallery's quality threshold, never laxer. none: the gallery's threshold.",
+    )
+
+
+class EnrolIn(ImageIn):
+    box: list[float] | None = Field(
+        None, min_length=4, max_length=4,
+        description="x1, y1, x2, y2 of the face to enrol, as /api/v1/analyze returns it (multipart: comma-separated); "
+        "the detected face overlapping it most (IoU >= 0.5) is enrolled. Without it, the dominant face.",
+    )
+
+    @field_validator("box", mode="before")
+    @classmethod
+    def _comma_separated_box(cls, value):
+        return value.split(",") if isinstance(value, str) else value
+
+    @field_validator("box")
+    @classmethod
+    def _a_box(cls, value):
+        if value is not None and not (all(math.isfinite(v) for v in value) and value[2] > value[0] and value[3] > value[1]):
+            raise ValueError("box must be finite x1, y1, x2, y2 with x2 > x1 and y2 > y1")
+        return value
 
 
 class IdentifyIn(ImageIn):
@@ -53,7 +86,9 @@ class DemoLoadIn(_In):
 
 
 class GateOut(BaseModel):
-    status: Literal["pass", "fail", "not_configured"]
+    status: Literal["pass", "fail", "not_configured", "not_applicable"] = Field(
+        description="not_applicable: scored, but not what this photo can be judged on (liveness of a stored photo)."
+    )
     score: float | None
     threshold: float | None
     rule: Literal[">=", "<"]
@@ -66,6 +101,7 @@ class MorphOut(BaseModel):
 
 
 class FaceOut(BaseModel):
+    capture: Literal["live", "stored"] = Field(description="How the photo arrived: it decides whether liveness applies.")
     box: list[float] = Field(description="x1, y1, x2, y2 in image pixels.")
     landmarks: list[list[float]] = Field(description="Eyes, nose, mouth corners (x, y).")
     detection_score: float

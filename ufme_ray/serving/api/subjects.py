@@ -13,7 +13,7 @@ from ufme_ray.orchestration.engine import Idempotency
 from ufme_ray.orchestration.errors import DuplicateFaceError
 from ufme_ray.serving.api import presenters, schemas
 from ufme_ray.serving.api.auditing import audited
-from ufme_ray.serving.api.dependencies import ServicesDep, allow_gallery, require
+from ufme_ray.serving.api.dependencies import ServicesDep, allow_gallery, intake_for, require
 from ufme_ray.serving.api.openapi import ERRORS, GalleryId, IdempotencyKey, SubjectId, image_body
 from ufme_ray.serving.api.inputs import read_image_request
 from ufme_ray.serving.auth import ROLE_GRANTS
@@ -39,14 +39,17 @@ def _enrol_summary(result: schemas.EnrolOut) -> dict:
 
 async def _enrol(gallery_id: str, subject_id: str, request: Request, services, idempotency_key: str | None):
     principal = allow_gallery(request, gallery_id)
-    _, images = await read_image_request(request, schemas.ImageIn, ("image",), services.settings.image)
+    params, images = await read_image_request(request, schemas.EnrolIn, ("image",), services.settings.image)
+    intake = intake_for(request, params)
     idempotency = None if idempotency_key is None else Idempotency(principal.key_id, idempotency_key)
     # Naming the subject a face already belongs to is a search: only for keys that may search here.
     may_search = principal.role in ROLE_GRANTS["search"] and principal.may_use(gallery_id)
 
     async def enrol() -> schemas.EnrolOut:
         try:
-            enrolled = await services.engine.enrol(subject_id, images["image"], idempotency=idempotency, gallery_id=gallery_id)
+            enrolled = await services.engine.enrol(
+                subject_id, images["image"], idempotency=idempotency, gallery_id=gallery_id, intake=intake, box=params.box
+            )
         except DuplicateFaceError as exc:
             raise exc if may_search else exc.redacted() from None
         return presenters.enrolment_out(enrolled)
@@ -77,7 +80,7 @@ async def _erase(gallery_id: str, subject_id: str, request: Request, services):
     )
 
 
-ENROL = {"response_model": schemas.EnrolOut, "status_code": 201, "openapi_extra": image_body(schemas.ImageIn)}
+ENROL = {"response_model": schemas.EnrolOut, "status_code": 201, "openapi_extra": image_body(schemas.EnrolIn)}
 
 
 @router.post("/subjects/{subject_id}/faces", **ENROL)
