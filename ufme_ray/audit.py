@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 PREFIX = "audit"
 Operation = Literal[
     "enrol", "delete", "identify", "verify", "analyze", "demo_load", "read_subject", "list_subjects", "audit_read",
-    "gallery_read", "gallery_create", "gallery_update", "gallery_delete", "gallery_list", "gallery_show",
+    "gallery_read", "gallery_create", "gallery_update", "gallery_delete", "gallery_list", "gallery_show", "import",
+    "import_read",
 ]
 
 

@@ -128,6 +128,10 @@ class UfmeClient:
     def delete_gallery(self, gallery_id: str) -> dict:
         return self._answer(self._http.delete(f"/api/v1/galleries/{gallery_id}", timeout=600))
 
+    def import_state(self, import_id: str) -> dict:
+        """A bulk import's state, counts and report location."""
+        return self._answer(self._http.get(f"/api/v1/imports/{import_id}"))
+
     def gallery(self) -> dict:
         """The engine's shards (GET /api/v1/gallery)."""
         return self._answer(self._http.get("/api/v1/gallery"))

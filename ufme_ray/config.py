@@ -328,6 +328,18 @@ class GallerySettings(_Strict):
     )
 
 
+class ImportSettings(_Strict):
+    """Bulk import (`ufme-ray import`, a Ray Job running a Ray Data pipeline)."""
+
+    batch_size: PositiveInt = Field(8, description="Photos per map_batches call of a scoring actor.")
+    concurrency: PositiveInt = Field(2, description="Scoring actors (each loads every model once).")
+    # Reservations, not limits: small so that the import schedules beside the Serve replicas of a
+    # small cluster (the models use the cores they get either way).
+    actor_num_cpus: float = Field(0.25, gt=0, description="CPUs each scoring actor reserves.")
+    task_num_cpus: float = Field(0.1, gt=0, description="CPUs each read task reserves.")
+    app_name: str = Field("ufme", description="The Serve application whose Searcher the import writes through.")
+
+
 class CompactionSettings(_Strict):
     """The compaction job (`python -m ufme_ray.jobs.compact`, submitted by `ufme-ray compact`)."""
 
@@ -431,6 +443,7 @@ class UfmeSettings(BaseSettings):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     gallery: GallerySettings = Field(default_factory=GallerySettings)
     compaction: CompactionSettings = Field(default_factory=CompactionSettings)
+    imports: ImportSettings = Field(default_factory=ImportSettings)
     gates: GatePolicy = Field(default_factory=GatePolicy)
     duplicates: DuplicatePolicy = Field(default_factory=DuplicatePolicy)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from ufme_ray.cli import admin, compact, encryption, galleries, k8s, local, vision
+from ufme_ray.cli import admin, compact, encryption, galleries, imports, k8s, local, vision
 from ufme_ray.cli.common import EXIT_ALREADY_RAN, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from ufme_ray.client import UfmeApiError
 from ufme_ray.cluster import ClusterError
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", type=Path, help="model folder (default: UFME_MODEL_DIR or the pull cache)")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (vision, local, admin, galleries, compact, encryption, k8s):
+    for group in (vision, local, admin, galleries, imports, compact, encryption, k8s):
         group.add_parsers(commands)
     return parser
 

@@ -33,8 +33,9 @@ class Gateway:
         gallery = GalleryHandle(searcher)
         metrics = ServiceMetrics()
         self._engine = Engine(settings, StageHandles(detector, quality, liveness, morph, embedder), gallery, metrics)
+        store = open_configured_storage(settings)
         self._audit = AuditTrail(
-            open_configured_storage(settings),
+            store,
             SubjectPseudonyms.from_settings(settings.audit),
             gallery.status,
             RefusalAggregator(settings.audit.refusal_window_s, settings.audit.refusal_max_kinds),
@@ -55,6 +56,7 @@ class Gateway:
                 ),
                 metrics=metrics,
                 limiter=ActorRateLimiter(),
+                store=store,
             )
         )
 

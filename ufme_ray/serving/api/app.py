@@ -7,7 +7,7 @@ import time
 from fastapi import FastAPI, Request
 
 from ufme_ray import __version__
-from ufme_ray.serving.api import admin, galleries, health, matching, subjects
+from ufme_ray.serving.api import admin, galleries, health, imports, matching, subjects
 from ufme_ray.serving.api.auditing import audit_refusal
 from ufme_ray.serving.api.dependencies import installed_services
 from ufme_ray.serving.api.errors import install_error_handlers
@@ -20,7 +20,7 @@ def create_api() -> FastAPI:
         description="Face matching: enrol, identify (1:N), verify (1:1), erase. Every answer names the "
         "gates it applied, with scores and thresholds.",
     )
-    for module in (subjects, matching, galleries, admin, health):
+    for module in (subjects, matching, galleries, imports, admin, health):
         api.include_router(module.router)
     install_error_handlers(api, audit_refusal)
 

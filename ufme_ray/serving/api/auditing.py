@@ -50,6 +50,7 @@ OPERATIONS = {
     "get_gallery": "gallery_show",
     "update_gallery": "gallery_update",
     "delete_gallery": "gallery_delete",
+    "get_import": "import_read",
 }
 CHANGES = frozenset({"enrol", "delete", "demo_load", "gallery_create", "gallery_update", "gallery_delete"})
 

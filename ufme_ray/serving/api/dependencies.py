@@ -10,6 +10,7 @@ from typing import Annotated, Callable
 from fastapi import Depends, Request
 
 from ufme_ray.config import UfmeSettings
+from ufme_ray.gallery.storage import ObjectStore
 from ufme_ray.orchestration.audit_trail import AuditTrail
 from ufme_ray.orchestration.demo import DemoLoader
 from ufme_ray.orchestration.engine import Engine, Intake
@@ -29,6 +30,7 @@ class Services:
     demo: DemoLoader
     metrics: ServiceMetrics
     limiter: RateLimiter  # the keys' quotas; the Gateway's is the cluster's (serving.rate_limiter)
+    store: ObjectStore | None = None  # the gallery's object storage (bulk import states and reports)
 
 
 # Serve runs a deserialized copy of the FastAPI app, created after the Gateway's constructor, so

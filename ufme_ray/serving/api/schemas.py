@@ -284,6 +284,21 @@ class GalleryErasedOut(BaseModel):
     templates_erased: int
 
 
+class ImportOut(BaseModel):
+    import_id: str
+    gallery_id: str
+    source: str
+    capture: str
+    state: Literal["running", "done", "failed"]
+    total: int
+    done: int = Field(description="Photos with an outcome so far.")
+    counts: dict[str, int] = Field(description="Photos per outcome: enrolled, refused, duplicate, no_face, ...")
+    started_at: float
+    finished_at: float | None
+    report: str | None = Field(description="Object key of the per-photo Parquet report, once written.")
+    error: str | None
+
+
 class SkippedOut(BaseModel):
     file: str
     reason: str
