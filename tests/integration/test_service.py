@@ -43,12 +43,11 @@ def lfw_gallery(service, faces_dir: Path):
     assert response.status_code == 200, response.text
     report = response.json()
     assert report["subjects_enrolled"] == len(enrolled) == 60
-    # Stored news photos are not live captures: identify them without the liveness gate.
+    # Stored news photos are not live captures: the policy's default capture becomes stored.
     config = service.gateway_user_config()
-    config["gates"]["identify"] = []
-    config["gates"]["verify"] = []
+    config["gates"]["capture"] = "stored"
     service.deploy(config)
-    wait_for_config(service, lambda answer: answer["faces"] and not answer["faces"][0]["face"]["gates"]["liveness"]["enforced"], faces_dir)
+    wait_for_config(service, lambda answer: answer["faces"] and answer["faces"][0]["face"]["capture"] == "stored", faces_dir)
     yield enrolled, probes, unknown
     service.deploy()
     wait_for_config(service, lambda answer: answer["faces"][0]["face"]["gates"]["liveness"]["enforced"], faces_dir)
@@ -171,7 +170,7 @@ def test_reconfigure_changes_decisions_without_restart(service, lfw_gallery, fac
     name, probe = probes[0]
     replicas_before = replica_ids(service)
     config = service.gateway_user_config()
-    config["gates"]["identify"] = []
+    config["gates"]["capture"] = "stored"
     config["thresholds"]["similarity_min"] = 0.99
     service.deploy(config)
     wait_for_config(service, lambda a: a["thresholds"]["similarity_min"] == 0.99, faces_dir)

@@ -6,6 +6,8 @@ It speaks galleries and subject ids; the shards speak subject keys (`gallery.gal
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import numpy as np
 import ray
@@ -24,6 +26,26 @@ from ufme_ray.serving.shard_calls import call_shard, unwrap
 
 REGISTRY_SHARD = 0
 
+logger = logging.getLogger(__name__)
+
+
+def wait_until_restored(shards: list, *, poll_s: float = 0.5, report_every_s: float = 10.0) -> None:
+    """Block until every shard actor answers ready (restored); logs who it waits for meanwhile."""
+    started = reported = time.monotonic()
+    while True:
+        try:
+            states = ray.get([shard.ready.remote() for shard in shards], timeout=60)
+        except (ActorUnavailableError, ActorDiedError, RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            states = [{"shard": None, "ready": False, "error": type(exc).__name__}]
+        waiting = [s for s in states if not s["ready"]]
+        if not waiting:
+            logger.info("all %d shards restored after %.1f s", len(shards), time.monotonic() - started)
+            return
+        if time.monotonic() - reported > report_every_s:
+            logger.info("waiting for shards to restore: %s", [(s["shard"], s["error"]) for s in waiting])
+            reported = time.monotonic()
+        time.sleep(poll_s)
+
 
 @serve.deployment
 class Searcher:
@@ -32,6 +54,10 @@ class Searcher:
         self._num_shards = settings.gallery.num_shards
         self._shards = shard_handles(settings, embedding_dim, num_cpus=shard_num_cpus, resources=shard_resources)
         self._sequencer = sequencer_handle(settings, embedding_dim, shard_num_cpus=shard_num_cpus, shard_resources=shard_resources)
+        # Serve reports the application RUNNING only once every replica's constructor has returned,
+        # and KubeRay moves a RayService's traffic to a new cluster only then: waiting here until
+        # every shard has restored keeps a cluster whose gallery is still loading from looking ready.
+        wait_until_restored(self._shards)
 
     def _owner(self, key: str):
         return self._shards[shard_for(key, self._num_shards)]

@@ -1,12 +1,23 @@
-"""Calls to the shard actors, with their failures as the orchestration knows them."""
+"""Calls to the shard actors, with their failures as the orchestration knows them.
+
+A shard that is restoring, restarting or unreachable answers GalleryUnavailableError (503 with
+Retry-After) with a message written for clients; what actually happened (the Ray error, the log
+writer's fencing) goes to the log, never into the answer.
+"""
 
 from __future__ import annotations
+
+import logging
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from ufme_ray.orchestration.errors import GalleryUnavailableError
 from ufme_ray.serving.shard_actor import ShardNotReadyError
+
+logger = logging.getLogger(__name__)
+
+NOT_READY = "the gallery is not ready: a shard is restoring or restarting; retry in a few seconds"
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -18,9 +29,11 @@ async def call_shard(ref):
     try:
         return await ref
     except (ActorUnavailableError, ActorDiedError, RayActorError) as exc:
-        raise GalleryUnavailableError(f"a gallery shard is unavailable: {type(exc).__name__}") from None
+        logger.warning("a shard call failed: %s", type(exc).__name__)
+        raise GalleryUnavailableError(NOT_READY) from None
     except ray.exceptions.RayTaskError as exc:
         cause = unwrap(exc)
         if isinstance(cause, ShardNotReadyError):
-            raise GalleryUnavailableError(str(cause)) from None
+            logger.info("a shard is not ready: %s", cause)
+            raise GalleryUnavailableError(NOT_READY) from None
         raise cause from None
