@@ -181,6 +181,7 @@ def read_records(
     until: float | None = None,
     operation: str | None = None,
     subject_id: str | None = None,
+    gallery_id: str | None = None,
     offset: int = 0,
     limit: int = 100,
 ) -> tuple[list[AuditRecord], int]:
@@ -202,6 +203,8 @@ def read_records(
             if operation is not None and record.operation != operation:
                 continue
             if subject_id is not None and subject_id not in record.subject_ids:
+                continue
+            if gallery_id is not None and gallery_id not in record.galleries:
                 continue
             matched.append(record)
     matched.sort(key=lambda r: (r.time, r.request_id))

@@ -69,7 +69,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     with UfmeClient(args.url, find_api_key(settings)) as client:
         page = client.audit(since=args.since, until=args.until, operation=args.operation, subject_id=args.subject,
-                            offset=args.offset, limit=args.limit)
+                            gallery_id=args.gallery, offset=args.offset, limit=args.limit)
     for record in page["records"]:
         print(json.dumps(record))
     print(f"# {len(page['records'])} of {page['total']} records from offset {page['offset']}", file=sys.stderr)
@@ -96,6 +96,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     audit.add_argument("--until", type=float, help="unix time (s)")
     audit.add_argument("--operation")
     audit.add_argument("--subject")
+    audit.add_argument("--gallery", help="only requests that acted in this gallery")
     audit.add_argument("--offset", type=int, default=0)
     audit.add_argument("--limit", type=int, default=100)
     audit.set_defaults(handler=cmd_audit)

@@ -85,12 +85,13 @@ class AuditTrail:
                 logger.error("an aggregate of %d refusals could not be written", aggregate.count)
 
     async def page(
-        self, *, since: float | None, until: float | None, operation: str | None, subject_id: str | None, offset: int, limit: int
+        self, *, since: float | None, until: float | None, operation: str | None, subject_id: str | None,
+        offset: int, limit: int, gallery_id: str | None = None,
     ) -> tuple[list[AuditRecord], int]:
         """Records matching the filters, oldest first, and how many match in all."""
         if subject_id is not None:
             subject_id = self._pseudonyms(subject_id)
         return await asyncio.to_thread(
             read_records, self._store, since=since, until=until, operation=operation, subject_id=subject_id,
-            offset=offset, limit=limit,
+            gallery_id=gallery_id, offset=offset, limit=limit,
         )

@@ -173,3 +173,7 @@ def test_audit_records_carry_the_galleries(api):
         ("enrol", "201", ["staff"]),
         ("identify", "403", ["visitors"]),
     ]
+    page = admin(client, "GET", "/api/v1/audit", params={"gallery_id": "staff"}).json()
+    assert [(r["operation"], r["phase"]) for r in page["records"]] == [
+        ("gallery_create", "intent"), ("gallery_create", "answer"), ("enrol", "intent"), ("enrol", "answer")
+    ]

@@ -53,6 +53,7 @@ async def audit_trail(
     until: Annotated[float | None, Query(ge=0, le=LATEST_TIME_S, description="Unix time (s), inclusive.")] = None,
     operation: Annotated[str | None, Query()] = None,
     subject_id: Annotated[str | None, Query()] = None,
+    gallery_id: Annotated[str | None, Query(description="Only records of requests that acted in this gallery.")] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
@@ -60,12 +61,14 @@ async def audit_trail(
 
     async def read() -> schemas.AuditPageOut:
         records, total = await services.audit.page(
-            since=since, until=until, operation=operation, subject_id=subject_id, offset=offset, limit=limit
+            since=since, until=until, operation=operation, subject_id=subject_id, offset=offset, limit=limit,
+            gallery_id=gallery_id,
         )
         return presenters.audit_page_out(records, total, offset)
 
     filters = {"since": since, "until": until, "operation": operation, "offset": offset, "limit": limit}
     return await audited(
         request, services, "audit_read", read, subject_ids=[subject_id] if subject_id else [],
+        galleries=[gallery_id] if gallery_id else [],
         summarize=lambda r: {"decisions": [{"filters": filters, "returned": len(r.records), "total": r.total}]},
     )
