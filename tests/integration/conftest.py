@@ -135,3 +135,13 @@ def service(ray_session, model_dir: Path, faces_dir: Path, tmp_path_factory) -> 
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         except ValueError:
             pass
+
+
+def largest_face(answer: dict) -> dict:
+    """The answer for the photo's largest face (press photos often show people behind the subject)."""
+
+    def area(face: dict) -> float:
+        x1, y1, x2, y2 = face["face"]["box"]
+        return (x2 - x1) * (y2 - y1)
+
+    return max(answer["faces"], key=area)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from tests.integration.conftest import NUM_SHARDS, SCOPED, SCOPED_GALLERIES
+from tests.integration.conftest import NUM_SHARDS, SCOPED, SCOPED_GALLERIES, largest_face
 from ufme_ray.serving.shard_actor import NAMESPACE, shard_actor_name
 
 pytestmark = pytest.mark.ray
@@ -57,15 +57,7 @@ def identify(client, gallery: str, photo: Path) -> dict:
     """The answer for the photo's main (largest) face; LFW photos often show people behind it."""
     answer = client.post(f"/api/v1/galleries/{gallery}/identify", files={"image": ("p.jpg", photo.read_bytes())})
     assert answer.status_code == 200, answer.text
-    return main_face(answer.json())
-
-
-def main_face(answer: dict) -> dict:
-    def area(face):
-        x1, y1, x2, y2 = face["face"]["box"]
-        return (x2 - x1) * (y2 - y1)
-
-    return max(answer["faces"], key=area)
+    return largest_face(answer.json())
 
 
 def test_identify_in_each_gallery_finds_only_its_own(service, people, galleries):
@@ -83,7 +75,7 @@ def test_identify_in_each_gallery_finds_only_its_own(service, people, galleries)
         "/api/v1/identify", files={"image": ("p.jpg", people[2][2].read_bytes())}, data={"galleries": f"{STAFF},{VISITORS}"}
     ).json()
     assert both["galleries"] == [STAFF, VISITORS]
-    decision = main_face(both)["decision"]
+    decision = largest_face(both)["decision"]
     assert (decision["gallery_id"], decision["subject_id"]) == (VISITORS, people[2][0])
 
 

@@ -13,6 +13,7 @@ import pyarrow.parquet as papq
 import pytest
 from ray.job_submission import JobStatus
 
+from tests.integration.conftest import largest_face
 from ufme_ray import cluster
 from ufme_ray.cli import main as cli
 from ufme_ray.jobs import submit
@@ -84,8 +85,8 @@ def test_an_import_reports_every_photo_and_a_rerun_adds_nothing(service, source,
             f"/api/v1/galleries/{gallery}/identify", files={"image": ("p.jpg", Path(row["uri"]).read_bytes())},
             data={"capture": "stored", "top_k": "1"},
         ).json()
-        main = max(answer["faces"], key=lambda f: (f["face"]["box"][2] - f["face"]["box"][0]) * (f["face"]["box"][3] - f["face"]["box"][1]))
-        assert main["decision"]["subject_id"] == row["subject_id"], (row, main["decision"])
+        decision = largest_face(answer)["decision"]
+        assert decision["subject_id"] == row["subject_id"], (row, decision)
     assert run_cli(str(source), "--gallery", gallery, "--import-id", import_id, "--wait") == 0
     again = report(service, import_id)
     assert {r["sha256"]: r["template_id"] for r in again if r["status"] == "enrolled"} == enrolled

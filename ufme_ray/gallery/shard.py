@@ -441,17 +441,20 @@ class Shard:
             if not scores:
                 return [[] for _ in range(len(queries))]
             top_scores, columns = _top(np.concatenate(scores, axis=1), k)
+            # Every base hit's subject in one searchsorted, not one per hit.
+            rows_of = np.stack([rows for _, rows in sources], axis=1)  # (nq, parts, k)
+            picked = np.take_along_axis(rows_of.reshape(len(queries), -1), np.maximum(columns, 0), axis=1)
+            base_codes = base.rows.subject_of_rows(np.maximum(picked, 0))
             results = []
             for q in range(len(queries)):
                 hits = []
-                for score, column in zip(top_scores[q].tolist(), columns[q].tolist()):
+                for i, (score, column) in enumerate(zip(top_scores[q].tolist(), columns[q].tolist())):
                     if column < 0:
                         break
-                    delta, rows = sources[column // k]
-                    row = int(rows[q, column % k])
+                    delta = sources[column // k][0]
+                    row = int(picked[q, i])
                     if delta is None:
-                        code = int(base.rows.subject_of_rows(np.array([row]))[0])
-                        hits.append(SearchHit(int(base.index.ids[row]), base.rows.subjects[code], score))
+                        hits.append(SearchHit(int(base.index.ids[row]), base.rows.subjects[int(base_codes[q, i])], score))
                     else:
                         hits.append(SearchHit(int(delta.template_ids[row]), delta.subjects[row], score))
                 results.append(hits)

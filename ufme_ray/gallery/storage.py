@@ -149,18 +149,10 @@ class ObjectStore:
 
     def read(self, key: str) -> bytes:
         """The whole object. Raises ObjectNotFoundError if there is none."""
-        try:
-            with self._fs.open_input_stream(self._path(key)) as src:
-                return src.read()
-        except FileNotFoundError as exc:
-            raise ObjectNotFoundError(f"{self._uri}: no object {key!r}") from exc
-        except (OSError, pa.ArrowException) as exc:
-            if not self.exists(key):
-                raise ObjectNotFoundError(f"{self._uri}: no object {key!r}") from exc
-            raise StorageError(f"{self._uri}: cannot read {key!r}: {exc}") from exc
+        return self.read_head(key, None)
 
-    def read_head(self, key: str, size: int) -> bytes:
-        """The object's first `size` bytes (fewer if it is shorter). Raises ObjectNotFoundError."""
+    def read_head(self, key: str, size: int | None) -> bytes:
+        """The object's first `size` bytes (fewer if it is shorter; None: all). Raises ObjectNotFoundError."""
         try:
             with self._fs.open_input_stream(self._path(key)) as src:
                 return src.read(size)

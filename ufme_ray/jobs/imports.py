@@ -32,6 +32,8 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as papq
 import ray
+import ray.data
+from ray import serve
 
 from ufme_ray.audit import AuditRecord, AuditWriter, SubjectPseudonyms
 from ufme_ray.config import UfmeSettings
@@ -40,9 +42,13 @@ from ufme_ray.gallery.ids import SUBJECT_ID_PATTERN
 from ufme_ray.jobs.import_source import list_source, read_photo
 from ufme_ray.jobs.logs import configure_logging
 from ufme_ray.orchestration import errors as domain
+from ufme_ray.orchestration.engine import Engine, Idempotency, Intake
 from ufme_ray.orchestration.imports import REPORT_COLUMNS, ImportState, read_state, report_key, write_state
+from ufme_ray.orchestration.local_stages import PipelineStages
+from ufme_ray.serving.handles import GalleryHandle
+from ufme_ray.serving.metrics import ServiceMetrics
 from ufme_ray.vision.errors import ImageError, ImageTooLargeError
-from ufme_ray.vision.pipeline import NoFaceError
+from ufme_ray.vision.pipeline import NoFaceError, Pipeline
 
 logger = logging.getLogger("ufme_ray.jobs.imports")
 
@@ -68,20 +74,11 @@ class EnrolPhotos:
     """One scoring actor of the pool: the Engine over in-process models, writing through the Searcher."""
 
     def __init__(self, settings_json: str, gallery_id: str, import_id: str, capture: str, quality_filter: str | None):
-        from ray import serve
-
-        from ufme_ray.orchestration.engine import Engine, Idempotency, Intake
-        from ufme_ray.orchestration.local_stages import PipelineStages
-        from ufme_ray.serving.handles import GalleryHandle
-        from ufme_ray.serving.metrics import ServiceMetrics
-        from ufme_ray.vision.pipeline import Pipeline
-
         settings = UfmeSettings.model_validate_json(settings_json)
         searcher = serve.get_deployment_handle("Searcher", app_name=settings.imports.app_name)
         self._engine = Engine(settings, PipelineStages(Pipeline.from_settings(settings)), GalleryHandle(searcher), ServiceMetrics())
         self._gallery, self._import_id = gallery_id, import_id
         self._intake = Intake(capture, quality_filter)
-        self._idempotency = Idempotency
         self._loop = asyncio.new_event_loop()
 
     def __call__(self, batch: dict) -> dict:
@@ -93,7 +90,7 @@ class EnrolPhotos:
         outcome = {"status": status, "detail": detail, "score": None, "threshold": None, "duplicate_of": None, "template_id": None}
         if status:
             return outcome
-        key = self._idempotency(f"import:{self._import_id}", f"{subject_id}/{sha256}")
+        key = Idempotency(f"import:{self._import_id}", f"{subject_id}/{sha256}")
         try:
             enrolled = self._loop.run_until_complete(
                 self._engine.enrol(str(subject_id), bytes(data), gallery_id=self._gallery, intake=self._intake, idempotency=key)
@@ -120,8 +117,6 @@ class EnrolPhotos:
 
 def run_import(settings: UfmeSettings, *, source: str, gallery_id: str, import_id: str, capture: str,
                quality_filter: str | None, submitted_by: str) -> ImportState:
-    import ray.data
-
     store = open_configured_storage(settings)
     photos = list_source(source)
     state = ImportState(import_id=import_id, gallery_id=gallery_id, source=source, capture=capture, total=len(photos))

@@ -50,7 +50,7 @@ class GalleryDirectory:
     def __init__(self, gallery: Gallery, *, clock: Callable[[], float] = time.monotonic):
         self._gallery = gallery
         self._clock = clock
-        self._cache: dict[str, tuple[float, GalleryRecord | None]] = {}
+        self._cache: dict[str, tuple[float, GalleryRecord]] = {}
 
     async def record(self, gallery_id: str) -> GalleryRecord:
         """The gallery's record (cached for RECORD_TTL_S); UnknownGalleryError if it does not exist
@@ -58,7 +58,7 @@ class GalleryDirectory:
         fetched_at, record = self._cache.get(gallery_id, (float("-inf"), None))
         if self._clock() - fetched_at > RECORD_TTL_S:
             record = await self._gallery.gallery(gallery_id)
-            self._cache[gallery_id] = (self._clock(), record)
+            self._remember(gallery_id, record)
         if record is None or record.deleting:
             raise UnknownGalleryError(gallery_id)
         return record
@@ -71,8 +71,16 @@ class GalleryDirectory:
             record = await self._gallery.change_gallery(event)
         except registry.GalleryError as exc:
             raise _domain(exc) from None
-        self._cache[event.gallery_id] = (self._clock(), record)
+        self._remember(event.gallery_id, record)
         return record
+
+    def _remember(self, gallery_id: str, record: GalleryRecord | None) -> None:
+        # Only galleries that exist are kept: ids a client made up (or deleted ones) would grow the
+        # cache without bound; the registry bounds the ones that exist (gallery.max_galleries).
+        if record is None:
+            self._cache.pop(gallery_id, None)
+        else:
+            self._cache[gallery_id] = (self._clock(), record)
 
     async def create(self, gallery_id: str, description: str, policy: dict) -> GalleryRecord:
         event = GalleryEvent(gallery_id, "create", time.time(), {"description": description, "policy": check_policy(policy)})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -32,20 +35,36 @@ def service(tmp_path):
     store = open_storage((tmp_path / "store").as_uri())
     engine = engine_for(FakeStages([face_at(100, 100, 150)]), tmp_path=tmp_path)
     audit = AuditTrail(store, SubjectPseudonyms(None), no_shards, RefusalAggregator(window_s=3600, max_kinds=3))
-    keys = KeyStore(
-        AuthSettings(
-            keys=[
-                ApiKeySpec(id="ops", role="admin", sha256=key_digest(ADMIN)),
-                ApiKeySpec(id="desk", role="enrol", sha256=key_digest(ENROLLER)),
-                ApiKeySpec(id="kiosk", role="search", sha256=key_digest(SEARCHER)),
-            ]
-        )
-    )
+    keys = key_store(key("ops", "admin", ADMIN), key("desk", "enrol", ENROLLER), key("kiosk", "search", SEARCHER))
     services = Services(
         settings=UfmeSettings(model_dir=tmp_path, data_dir=tmp_path), engine=engine, audit=audit, keys=keys, demo=None,
         metrics=NoMetrics(), limiter=LocalRateLimiter(),
     )
+    with served(services) as client:
+        yield client, store, services
+
+
+def key(key_id: str, role: str, secret: str, **fields) -> ApiKeySpec:
+    return ApiKeySpec(id=key_id, role=role, sha256=key_digest(secret), **fields)
+
+
+def key_store(*specs: ApiKeySpec) -> KeyStore:
+    return KeyStore(AuthSettings(keys=list(specs)))
+
+
+def served(services: Services) -> TestClient:
+    """A client of the real routes over `services`."""
     app = create_api()
     app.dependency_overrides[get_services] = lambda: services
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, store, services
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def served_with(service):
+    """`served_with(*keys, **fields)`: a client of the `service` fixture's services with these keys
+    (and other fields replaced), over the same engine and audit trail."""
+    _, _, services = service
+    with contextlib.ExitStack() as opened:
+        yield lambda *specs, **fields: opened.enter_context(
+            served(dataclasses.replace(services, keys=key_store(*specs), **fields))
+        )

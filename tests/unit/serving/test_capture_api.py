@@ -3,31 +3,16 @@ bad values refused with the field named."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.unit.serving.conftest import ADMIN, IMAGE
-from ufme_ray.config import ApiKeySpec, AuthSettings
-from ufme_ray.serving.api.app import create_api
-from ufme_ray.serving.api.dependencies import get_services
-from ufme_ray.serving.auth import KeyStore, key_digest
+from tests.unit.serving.conftest import ADMIN, IMAGE, key
 
 KIOSK = "ufme.kiosk-7.secret-live-only"
 
 
 @pytest.fixture
-def client(service):
-    _, _, services = service
-    keys = KeyStore(AuthSettings(keys=[
-        ApiKeySpec(id="ops", role="admin", sha256=key_digest(ADMIN)),
-        ApiKeySpec(id="kiosk-7", role="search", sha256=key_digest(KIOSK), captures=["live"]),
-    ]))
-    app = create_api()
-    app.dependency_overrides[get_services] = lambda: dataclasses.replace(services, keys=keys)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
+def client(served_with):
+    return served_with(key("ops", "admin", ADMIN), key("kiosk-7", "search", KIOSK, captures=["live"]))
 
 
 def as_key(key: str) -> dict:

@@ -3,17 +3,10 @@ holds subjects by key as the shards do (every photo here is the same face)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.unit.serving.conftest import ADMIN, ENROLLER, IMAGE, SEARCHER
+from tests.unit.serving.conftest import ADMIN, ENROLLER, IMAGE, SEARCHER, key
 from ufme_ray.audit import read_records
-from ufme_ray.config import ApiKeySpec, AuthSettings
-from ufme_ray.serving.api.app import create_api
-from ufme_ray.serving.api.dependencies import get_services
-from ufme_ray.serving.auth import KeyStore, key_digest
 
 GATE, CLERK = "ufme.gate-3.secret-search-staff", "ufme.clerk.secret-enrol-staff"
 
@@ -23,24 +16,13 @@ def as_key(key: str) -> dict:
 
 
 @pytest.fixture
-def api(service):
+def api(service, served_with):
     _, store, services = service
-    keys = KeyStore(
-        AuthSettings(
-            keys=[
-                ApiKeySpec(id="ops", role="admin", sha256=key_digest(ADMIN)),
-                ApiKeySpec(id="desk", role="enrol", sha256=key_digest(ENROLLER)),
-                ApiKeySpec(id="kiosk", role="search", sha256=key_digest(SEARCHER)),
-                ApiKeySpec(id="gate-3", role="search", sha256=key_digest(GATE), galleries=["staff"]),
-                ApiKeySpec(id="clerk", role="enrol", sha256=key_digest(CLERK), galleries=["staff"]),
-            ]
-        )
+    client = served_with(
+        key("ops", "admin", ADMIN), key("desk", "enrol", ENROLLER), key("kiosk", "search", SEARCHER),
+        key("gate-3", "search", GATE, galleries=["staff"]), key("clerk", "enrol", CLERK, galleries=["staff"]),
     )
-    scoped = dataclasses.replace(services, keys=keys)
-    app = create_api()
-    app.dependency_overrides[get_services] = lambda: scoped
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, store, scoped
+    return client, store, services
 
 
 def admin(client, method: str, path: str, **kwargs):
