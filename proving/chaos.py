@@ -165,6 +165,29 @@ class DownUp(Fault):
         return {"down_s": round(down_s, 1), "up_s": round(time.monotonic() - started - down_s, 1)}
 
 
+class Upgrade(Fault):
+    """What KubeRay does on a change to a RayService's cluster spec: a new cluster starts beside the
+    old one on the same storage, the traffic moves to it the moment it reports ready, and the old
+    one is stopped after `deletion_delay_s` (KubeRay's rayClusterDeletionDelaySeconds).
+
+    `start_new` starts the new cluster and returns its Target once its application is RUNNING (so
+    its gallery is loaded); `stop_old` stops the old one. Requests sent to the old cluster before
+    the switch finish there."""
+
+    def __init__(self, start_new: Callable[[], Target], stop_old: Callable[[], None], *,
+                 deletion_delay_s: float = 10.0, name: str = "upgrade"):
+        self.start_new, self.stop_old, self.deletion_delay_s, self.name = start_new, stop_old, deletion_delay_s, name
+
+    def inject(self, run: "ChaosRun") -> dict:
+        started = time.monotonic()
+        target = self.start_new()
+        ready_s = time.monotonic() - started
+        run.switch(target)
+        time.sleep(self.deletion_delay_s)
+        self.stop_old()
+        return {"new_ready_s": round(ready_s, 1), "old_stopped_s": round(time.monotonic() - started, 1), "url": target.url}
+
+
 class Mixed(Fault):
     """Several faults at once: each in its own thread, started a moment apart."""
 
@@ -334,6 +357,12 @@ class ChaosRun:
             except Exception:  # a harness bug must not silently stop a worker
                 logger.exception("chaos worker: %s failed", operation)
 
+    def switch(self, target: Target) -> None:
+        """Send every request from now on to another cluster (a RayService moving its Service)."""
+        with self._lock:
+            self.target = target
+            self._http.base_url = target.url
+
     def outage(self, active: bool) -> None:
         with self._lock:
             self._in_outage = active
@@ -455,6 +484,19 @@ class ChaosRun:
         return response.status_code
 
     # --- the report -----------------------------------------------------------------------------
+
+    def upgrade_failures(self) -> list[str]:
+        """During an upgrade reads never fail, and a write fails only with a clean 503."""
+        upgrades = {r.name for r in self.results if isinstance(r.notes, dict) and "new_ready_s" in r.notes}
+        problems = []
+        for answer in self.answers:
+            if answer.phase not in upgrades or answer.ok:
+                continue
+            if answer.operation not in WRITE_OPERATIONS:
+                problems.append(f"{answer.phase}: a read ({answer.operation}) failed with {answer.status}")
+            elif answer.status != "503" and not (answer.status.isdigit() and int(answer.status) in REFUSALS):
+                problems.append(f"{answer.phase}: a write ({answer.operation}) failed with {answer.status}, not 503")
+        return problems
 
     def report(self) -> list[dict]:
         """One row per phase: requests, acknowledged, lost, resurrected, errors by status, recovery."""

@@ -4,19 +4,23 @@ For each storage (file://, and S3 on a SeaweedFS server this script starts on 12
 script starts the service with `ufme-ray up` (its own Ray temp folder and ports, a fresh data
 folder), runs enrol + delete + identify at --rate requests/s and injects, one at a time: SIGKILL
 of a shard actor's process, of a Serve replica, of the compaction job mid-build and mid-swap, an
-S3 server restart (S3 only), `ufme-ray down` + `ufme-ray up`; then a mixed round. At the end
-every acknowledged enrolment must be found and no acknowledged delete may come back.
+S3 server restart (S3 only), `ufme-ray down` + `ufme-ray up`, an upgrade as KubeRay runs one (a second
+cluster started on the same storage with its own temp folder and ports, the load moved to it the
+moment it is ready, the first one stopped after a delay); then a mixed round on the new cluster. At
+the end every acknowledged enrolment must be found and no acknowledged delete may come back.
 
     python scripts/chaos.py --storage file s3 --rate 3 --json bench-results/chaos.json
 
-Exit 1 if anything acknowledged was lost or resurrected, a fault did not recover, or a write was
-acknowledged while the S3 server was down.
+Exit 1 if anything acknowledged was lost or resurrected, a fault did not recover, a write was
+acknowledged while the S3 server was down, or during the upgrade a read failed or a write failed
+with anything but 503.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -31,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proving.chaos import (
-    ChaosRun, DownUp, Fault, KillCompactionJob, KillServeReplica, KillShardActor, Mixed, RestartS3, Target,
+    ChaosRun, DownUp, Fault, KillCompactionJob, KillServeReplica, KillShardActor, Mixed, RestartS3, Target, Upgrade,
 )
 from proving.portable import portable
 from proving.seaweedfs import SeaweedS3
@@ -78,13 +82,35 @@ class Service:
         self._cli("down", "--temp-dir", str(self.args.temp_dir), "--dashboard-port", str(self.args.dashboard_port))
 
 
-def faults_for(storage: str, service: Service, s3: SeaweedS3 | None, args: argparse.Namespace) -> list[Fault]:
+# The new cluster of an upgrade: its own temp folder, and every port this far from the first's.
+NEW_CLUSTER_PORT_OFFSET = 10
+
+
+def new_cluster_args(args: argparse.Namespace) -> argparse.Namespace:
+    ports = ("port", "gcs_port", "dashboard_port", "metrics_port", "agent_port")
+    return argparse.Namespace(**{
+        **vars(args), **{name: getattr(args, name) + NEW_CLUSTER_PORT_OFFSET for name in ports},
+        "temp_dir": args.temp_dir.with_name(args.temp_dir.name + "-new"),
+    })
+
+
+def upgrade(old: Service, new: Service, target: Target, args: argparse.Namespace) -> Upgrade:
+    def start_new() -> Target:
+        new.up()  # returns once /ready answers 200: the application is RUNNING, every shard restored
+        return dataclasses.replace(target, url=new.url, dashboard_url=new.dashboard_url)
+
+    return Upgrade(start_new, old.down, deletion_delay_s=args.deletion_delay_s)
+
+
+def faults_for(storage: str, service: Service, new_service: Service, target: Target, s3: SeaweedS3 | None,
+               args: argparse.Namespace) -> list[Fault]:
     singles: list[Fault] = [KillShardActor(), KillServeReplica(), KillCompactionJob("build"), KillCompactionJob("swap")]
     mixed: list[Fault] = [KillShardActor(), KillServeReplica(), KillCompactionJob("swap")]
     if s3 is not None:
         singles.append(RestartS3(s3, args.s3_down_s))
         mixed.append(RestartS3(s3, args.s3_down_s))
-    faults = [*singles, DownUp(service.down, service.up), Mixed(mixed)]
+    # The upgrade comes after the faults that stop the first cluster; the mixed round runs on the new one.
+    faults = [*singles, DownUp(service.down, service.up), upgrade(service, new_service, target, args), Mixed(mixed)]
     return [f for f in faults if args.faults is None or f.name in args.faults]
 
 
@@ -106,8 +132,10 @@ def run_storage(storage: str, args: argparse.Namespace) -> dict:
             env["UFME_STORAGE_URI"] = (workdir / "data" / "store").as_uri()
         os.environ.update({k: v for k, v in env.items() if k.startswith(("UFME_", "AWS_"))})  # the harness's own settings
         service = Service(args, env, workdir / "service.log")
+        new_service = Service(new_cluster_args(args), env, workdir / "service-new.log")
         print(f"[{storage}] starting the service with `ufme-ray up` (log: {service.log_path}) ...", flush=True)
         cleanup.callback(service.down)
+        cleanup.callback(new_service.down)
         service.up()
         settings = UfmeSettings.load()
         target = Target(
@@ -118,7 +146,7 @@ def run_storage(storage: str, args: argparse.Namespace) -> dict:
         run = ChaosRun(target, one_photo_per_identity([FACES / "lfw", FACES / "deepface"]), rate=args.rate,
                        workers=args.workers, seed=args.seed)
         started = time.monotonic()
-        run.run(faults_for(storage, service, s3, args), warmup_s=args.warmup_s, settle_s=args.settle_s)
+        run.run(faults_for(storage, service, new_service, target, s3, args), warmup_s=args.warmup_s, settle_s=args.settle_s)
         run.settle_ambiguous()
         checked = run.verify()
         rows = run.report()
@@ -137,6 +165,7 @@ def run_storage(storage: str, args: argparse.Namespace) -> dict:
 def failures(rows: list[dict], run: ChaosRun, with_s3: bool) -> list[str]:
     problems = [f"{v.kind}: {v.subject_id} ({v.phase}): {v.detail}" for v in run.violations]
     problems += [f"{r.name}: no recovery" for r in run.results if r.recovery_s is None]
+    problems += run.upgrade_failures()
     false_acks = sum(count for status, count in run.outage_writes.items() if status.startswith("2"))
     if false_acks:
         problems.append(f"{false_acks} writes acknowledged while the S3 server was down")
@@ -167,6 +196,8 @@ def main() -> int:
     parser.add_argument("--warmup-s", type=float, default=30.0)
     parser.add_argument("--settle-s", type=float, default=20.0, help="load between a fault's recovery and the next fault")
     parser.add_argument("--s3-down-s", type=float, default=10.0, help="how long the S3 server stays down")
+    parser.add_argument("--deletion-delay-s", type=float, default=15.0,
+                        help="upgrade: the old cluster stops this long after the load moved to the new one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--faults", nargs="+", help="only these fault kinds, by name (default: all, then mixed)")
     parser.add_argument("--temp-dir", type=Path, default=Path("/tmp/ufme-chaos"), help="Ray temp folder of the cluster")

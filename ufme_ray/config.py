@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
@@ -317,6 +318,11 @@ class LogSettings(_Strict):
         0.005, description="Appends arriving within this window share one durable segment write."
     )
     group_commit_max_events: PositiveInt = Field(4096, description="A group commit flushes at this many events.")
+    follow_interval_s: PositiveFloat = Field(
+        1.0,
+        description="A shard that follows another writer's log (a new cluster beside the old one during an upgrade) "
+        "applies its new segments this often; a writer looks this often for a newer writer's claim.",
+    )
 
 
 class GallerySettings(_Strict):

@@ -44,6 +44,16 @@ class LogListing:
     fenced: list[SegmentName]  # written by superseded writers after their successor started
     claims: set[int]  # writer epochs ever claimed
     truncated_through: int  # segments through this seq were deleted by compaction
+    starts: dict[int, int] = dataclasses.field(default_factory=dict)  # epoch -> first seq it writes
+
+    @property
+    def newest_claim_started(self) -> bool:
+        """Whether the newest writer has recorded its start (or none ever claimed).
+
+        Until it has, a segment its predecessor writes may yet turn out fenced, so a reader that
+        applies events as they appear (a follower) waits for the start rather than guess.
+        """
+        return not self.claims or max(self.claims) in self.starts
 
     @property
     def last_seq(self) -> int:
@@ -57,10 +67,10 @@ class LogReader:
     the listing are not seen, so two reads of one reader return the same events.
     """
 
-    def __init__(self, store: ObjectStore, shard: int) -> None:
+    def __init__(self, store: ObjectStore, shard: int, listing: LogListing | None = None) -> None:
         self._store = store
         self._shard = shard
-        listing = list_log(store, log_prefix(shard))
+        listing = listing or list_log(store, log_prefix(shard))
         self._segments = listing.segments
         self._last_seq = listing.last_seq
         self._truncated_through = listing.truncated_through
@@ -161,4 +171,6 @@ def list_log(store: ObjectStore, prefix: str) -> LogListing:
         raise CorruptLogError(
             f"segment {valid[0].key} starts after seq {truncated_through + 1}: earlier events are missing"
         )
-    return LogListing(segments=valid, fenced=fenced, claims=claims, truncated_through=truncated_through)
+    return LogListing(
+        segments=valid, fenced=fenced, claims=claims, truncated_through=truncated_through, starts=starts
+    )

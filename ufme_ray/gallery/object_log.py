@@ -186,6 +186,10 @@ class ObjectStoreEventLog(EventLog):
             )
         return None
 
+    def superseded(self) -> bool:
+        """Whether a newer writer has claimed this log since this one opened it."""
+        return any(e > self._epoch for e in list_claims(self._store, self._prefix))
+
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
             raise self._failure

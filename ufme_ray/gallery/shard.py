@@ -29,6 +29,7 @@ import numpy as np
 from ufme_ray.config import GallerySettings
 from ufme_ray.gallery.delta import Delta
 from ufme_ray.gallery.epochs import read_manifest
+from ufme_ray.gallery.follower import LogFollower
 from ufme_ray.gallery.events import DeleteEvent, EnrolEvent, EraseGalleryEvent, Event, GalleryEvent
 from ufme_ray.gallery.galleries import (
     DEFAULT_GALLERY,
@@ -141,13 +142,7 @@ class Shard:
         self._deltas: dict[str, Delta] = {}
         self._applied_seq = base.watermark
         self._counter = base.next_template_counter
-        replayed = 0
-        for seq, event in log.read(base.watermark):
-            if seq != self._applied_seq + 1:
-                raise CorruptLogError(f"shard {shard_id}: log resumes at seq {seq}, expected {self._applied_seq + 1}")
-            self._apply(seq, event)
-            self._applied_seq = seq
-            replayed += 1
+        replayed = self._catch_up()
         logger.info(
             "shard %d restored: snapshot epoch %d through seq %d, %d events replayed",
             shard_id, base.epoch, base.watermark, replayed,
@@ -163,18 +158,20 @@ class Shard:
         settings: GallerySettings,
         *,
         rerank_dir: str | Path | None = None,
+        writer: bool = True,
     ) -> "Shard":
         """Restore shard `shard_id`: load the snapshot named by CURRENT, claim the log, replay it.
 
         The log is claimed (fencing any previous writer) before the replay, so the replay sees
-        every event the previous writer acknowledged. Raises CorruptSnapshotError,
+        every event the previous writer acknowledged. With `writer=False` nothing is claimed: the
+        shard follows the log (`follow`) until `take_writer`. Raises CorruptSnapshotError,
         CorruptSegmentError or CorruptLogError rather than start from incomplete state.
         """
         local = None
         if settings.index.rerank_store == "mmap":
             local = Path(rerank_dir or settings.index.rerank_dir or tempfile.mkdtemp(prefix=f"ufme-shard-{shard_id}-"))
         base = load_current_snapshot(store, shard_id, num_shards, dim, settings.index, rerank_dir=local)
-        log = ObjectStoreEventLog.open(store, shard_id, settings.log)
+        log = ObjectStoreEventLog.open(store, shard_id, settings.log) if writer else LogFollower(store, shard_id)
         return cls(
             shard_id=shard_id,
             num_shards=num_shards,
@@ -254,6 +251,77 @@ class Shard:
             self._deletes.append((seq, event.subject_id))
         self._requests.forget(erased)
         return erased
+
+    def _catch_up(self) -> int:
+        """Apply every event in the log after the last one applied; returns how many.
+
+        The caller excludes appends (construction, a follower, or a writer not yet appending).
+        """
+        caught_up = 0
+        for seq, event in self._log.read(self._applied_seq):
+            if seq != self._applied_seq + 1:
+                raise CorruptLogError(f"shard {self.shard_id}: log resumes at seq {seq}, expected {self._applied_seq + 1}")
+            with self._rw.write():
+                self._apply(seq, event)
+            self._applied_seq = seq
+            caught_up += 1
+        return caught_up
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this shard holds the log's writer claim (else it follows the log)."""
+        return not isinstance(self._log, LogFollower)
+
+    def follow(self) -> int:
+        """A follower's tail: apply what the writer has appended since; returns how many events.
+
+        Raises CorruptLogError if the events it misses were deleted meanwhile (restore afresh).
+        """
+        with self._apply_cond:
+            if self.is_writer:
+                return 0
+            caught_up = self._catch_up()
+            self._apply_cond.notify_all()
+        return caught_up
+
+    def take_writer(self) -> int:
+        """Claim the log (fencing whoever wrote it), then apply what the claim's listing holds
+        beyond this shard's state; returns how many events that was. A no-op for a writer.
+
+        Claim first, list second: everything the previous writer acknowledged is applied before
+        the first append of this one, so nothing acknowledged elsewhere is missed.
+        """
+        if self._store is None:
+            raise ValueError("take_writer needs the shard to be opened on an object store")
+        with self._apply_cond:
+            if self.is_writer:
+                return 0
+            self._log = ObjectStoreEventLog.open(self._store, self.shard_id, self._settings.log)
+            caught_up = self._catch_up()
+            self._apply_cond.notify_all()
+        logger.info("shard %d took the writer claim (epoch %d), %d events caught up", self.shard_id, self._log.writer_epoch, caught_up)
+        return caught_up
+
+    def hand_over(self) -> None:
+        """Give up writing after a newer writer fenced this one: follow the log from now on.
+
+        What this writer appended but was fenced for is not in memory (`_commit` applies only
+        acknowledged appends); if it did land before the newer writer's start, `follow` applies it.
+        """
+        if self._store is None:
+            raise ValueError("hand_over needs the shard to be opened on an object store")
+        with self._apply_cond:
+            if not self.is_writer:
+                return
+            fenced, self._log = self._log, LogFollower(self._store, self.shard_id)
+        fenced.close()
+        logger.warning("shard %d handed the log over to a newer writer; following it", self.shard_id)
+
+    def superseded(self) -> bool:
+        """Whether a newer writer has claimed this writer's log (one listing of the claims)."""
+        if not isinstance(self._log, ObjectStoreEventLog):
+            return False
+        return self._log.superseded()
 
     def _commit(self, events: list[Event]) -> list[tuple[int, list[int]]]:
         """Append durably, then apply in seq order; returns (seq, affected template ids) per event."""

@@ -13,11 +13,14 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from ufme_ray.orchestration.errors import GalleryUnavailableError
-from ufme_ray.serving.shard_actor import ShardNotReadyError
+from ufme_ray.serving.shard_actor import ShardHandedOverError, ShardNotReadyError
 
 logger = logging.getLogger(__name__)
 
 NOT_READY = "the gallery is not ready: a shard is restoring or restarting; retry in a few seconds"
+HANDED_OVER = (
+    "this deployment is being replaced and no longer takes changes; retry in a few seconds (the new one will)"
+)
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -35,5 +38,5 @@ async def call_shard(ref):
         cause = unwrap(exc)
         if isinstance(cause, ShardNotReadyError):
             logger.info("a shard is not ready: %s", cause)
-            raise GalleryUnavailableError(NOT_READY) from None
+            raise GalleryUnavailableError(HANDED_OVER if isinstance(cause, ShardHandedOverError) else NOT_READY) from None
         raise cause from None

@@ -217,6 +217,11 @@ class ShardOut(BaseModel):
     index_kind: str | None = None
     delta_rows: int | None = None
     applied_seq: int | None = None
+    role: Literal["writer", "follower", "handed_over"] | None = Field(
+        None,
+        description="writer: holds the log's writer claim; follower: restored, takes the claim with its first "
+        "request; handed_over: a newer deployment took the claim, so this one answers reads and refuses changes (503)",
+    )
 
 
 class GalleryOut(BaseModel):
