@@ -35,12 +35,11 @@ from ufme_ray.orchestration.errors import (
 from ufme_ray.orchestration.faces import enforced_failures, main_face, single_face
 from ufme_ray.orchestration.galleries import GalleryDeletion, GalleryDirectory
 from ufme_ray.orchestration.ports import Gallery, Metrics, Stages
-from ufme_ray.vision.align import model_crop
-from ufme_ray.vision.embedder import embedder_crop
 from ufme_ray.vision.gates import ResolvedThresholds
 from ufme_ray.vision.image import decode_image
-from ufme_ray.vision.pipeline import FaceAnalysis, ImageAnalysis, assemble_faces, cosine_similarity, not_applicable
-from ufme_ray.vision.quality import quality_crop
+from ufme_ray.vision.pipeline import (
+    FaceAnalysis, ImageAnalysis, assemble_faces, cosine_similarity, not_applicable, stage_crops,
+)
 from ufme_ray.vision.registry import ModelSpecs
 
 
@@ -70,6 +69,10 @@ class LivePolicy:
     gates: GatePolicy
     thresholds: ResolvedThresholds
     duplicates: DuplicatePolicy
+
+
+async def _none() -> None:
+    return None
 
 
 def _strictest(policies: list[LivePolicy]) -> LivePolicy:
@@ -159,26 +162,15 @@ class Engine:
         self.metrics.faces_per_image.observe(len(faces))
         if not faces:
             return ImageAnalysis(image.width, image.height, image.format, [])
-        crops = await asyncio.to_thread(self._crops, image.bgr, faces)
+        crops = await asyncio.to_thread(stage_crops, self.specs, image.bgr, faces)
         quality, liveness, morph, embeddings = await asyncio.gather(
             self.stages.quality(crops["quality"]),
             self.stages.liveness(crops["liveness"]),
-            self.stages.morph(crops["morph"]),
+            self.stages.morph(crops["morph"]) if self.specs.morph else _none(),  # no call for a stage without a model
             self.stages.embed(crops["embedder"]),
         )
         analyses = assemble_faces(faces, quality, liveness, morph, embeddings, thresholds)
         return ImageAnalysis(image.width, image.height, image.format, analyses)
-
-    def _crops(self, image_bgr: np.ndarray, faces) -> dict[str, list]:
-        specs = self.specs
-        return {
-            "quality": [quality_crop(specs.quality, image_bgr, f) for f in faces] if specs.quality else [],
-            "liveness": [[model_crop(spec, image_bgr, f) for spec in specs.liveness] for f in faces]
-            if specs.liveness
-            else [],
-            "morph": [model_crop(specs.morph, image_bgr, f) for f in faces] if specs.morph else [],
-            "embedder": [embedder_crop(specs.embedder, image_bgr, f) for f in faces],
-        }
 
     def _count_rejections(self, operation: str, failed: list[str]) -> None:
         for gate in failed:

@@ -11,14 +11,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ufme_ray.config import UfmeSettings
+from ufme_ray.vision.align import model_crop
 from ufme_ray.vision.detector import DetectedFace, FaceDetector
-from ufme_ray.vision.embedder import FaceEmbedder
+from ufme_ray.vision.embedder import FaceEmbedder, embedder_crop
 from ufme_ray.vision.errors import ImageError
 from ufme_ray.vision.gates import GateResult, ResolvedThresholds, evaluate_gates
 from ufme_ray.vision.image import DecodedImage, decode_image
 from ufme_ray.vision.liveness import LivenessEnsemble
 from ufme_ray.vision.morph import MorphModel
-from ufme_ray.vision.quality import QualityModel
+from ufme_ray.vision.quality import QualityModel, quality_crop
 from ufme_ray.vision.registry import (
     ModelSpecs,
     load_detector,
@@ -130,6 +131,17 @@ def assemble_faces(
             )
         )
     return analyses
+
+
+def stage_crops(specs: ModelSpecs, image_bgr: np.ndarray, faces: list[DetectedFace]) -> dict[str, list]:
+    """Each face's crop for each stage, as the Serve stages take them: one per face (quality, morph,
+    embedder; [] for a stage without a model), and per face one crop per liveness model."""
+    return {
+        "quality": [quality_crop(specs.quality, image_bgr, f) for f in faces] if specs.quality else [],
+        "liveness": [[model_crop(spec, image_bgr, f) for spec in specs.liveness] for f in faces] if specs.liveness else [],
+        "morph": [model_crop(specs.morph, image_bgr, f) for f in faces] if specs.morph else [],
+        "embedder": [embedder_crop(specs.embedder, image_bgr, f) for f in faces],
+    }
 
 
 def not_applicable(face: FaceAnalysis, gate: str) -> FaceAnalysis:

@@ -1,0 +1,156 @@
+"""Where an identify's time goes: each step in one process, the same step as a Serve call, and HTTP.
+
+Run a service first (`ufme-ray up`, then `ufme-ray demo` for a gallery to search), then, on the
+same machine and with the same UFME_DATA_DIR (the admin key is read from there, or UFME_API_KEY):
+    python scripts/profile_request_path.py [--url http://127.0.0.1:8000] [--address 127.0.0.1:6379]
+Photo by photo, one request at a time (concurrency 1), it times
+  1. each step of the chain in this process (decode, detect, crops, quality, liveness, embed);
+  2. the same steps as calls on the stage deployments' handles from a driver on the cluster (what
+     the Gateway does, with the same inputs), the four face stages also concurrently as the Gateway
+     sends them, and the Searcher's search;
+  3. POST /api/v1/analyze (no search) and POST /api/v1/identify over HTTP.
+Prints p50 per step side by side and writes JSON (--out). Quiet machine only: record the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import numpy as np
+import ray
+from ray import serve
+from tqdm import tqdm
+
+from ufme_ray import cluster
+from ufme_ray.client import find_api_key
+from ufme_ray.config import UfmeSettings
+from ufme_ray.vision.pipeline import Pipeline, stage_crops
+from ufme_ray.vision.registry import ModelSpecs
+
+
+def p50(values: list[float]) -> float:
+    return float(np.percentile(values, 50)) if values else float("nan")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms: defaultdict[str, list[float]] = defaultdict(list)
+
+    def time(self, name: str, function, *args):
+        started = time.perf_counter()
+        result = function(*args)
+        self.ms[name].append((time.perf_counter() - started) * 1000)
+        return result
+
+    async def time_async(self, name: str, awaitable):
+        started = time.perf_counter()
+        result = await awaitable
+        self.ms[name].append((time.perf_counter() - started) * 1000)
+        return result
+
+
+def in_process(pipeline: Pipeline, specs: ModelSpecs, photos: list[bytes], clock: Clock) -> list[tuple]:
+    """Step by step; returns (bgr, faces, crops, embeddings) per photo for the Serve calls."""
+    inputs = []
+    for data in tqdm(photos, desc="in process", unit="img"):
+        started = time.perf_counter()
+        image = clock.time("decode", pipeline.decode, data)
+        faces = clock.time("detect", pipeline.detector.detect, image.bgr)
+        if not faces:
+            continue
+        crops = clock.time("crops", stage_crops, specs, image.bgr, faces)
+        clock.time("quality", pipeline.quality.run, crops["quality"])
+        clock.time("liveness", pipeline.liveness.run, crops["liveness"])
+        embeddings = clock.time("embed", pipeline.embedder.run, crops["embedder"])
+        clock.ms["chain (no search)"].append((time.perf_counter() - started) * 1000)
+        inputs.append((image.bgr, faces, crops, embeddings))
+    return inputs
+
+
+async def through_serve(app: str, inputs: list[tuple], score_min: float, clock: Clock) -> None:
+    handle = {name: serve.get_deployment_handle(name, app_name=app)
+              for name in ("Detector", "Quality", "Liveness", "Morph", "Embedder", "Searcher")}
+    for bgr, _, crops, embeddings in tqdm(inputs, desc="serve handles", unit="img"):
+        await clock.time_async("detect", handle["Detector"].detect.remote(bgr, score_min))
+        await clock.time_async("quality", handle["Quality"].score.remote(crops["quality"]))
+        await clock.time_async("liveness", handle["Liveness"].score.remote(crops["liveness"]))
+        await clock.time_async("morph (none configured)", handle["Morph"].score.remote([]))
+        await clock.time_async("embed", handle["Embedder"].embed.remote(crops["embedder"]))
+        await clock.time_async("face stages concurrently", asyncio.gather(
+            handle["Quality"].score.remote(crops["quality"]), handle["Liveness"].score.remote(crops["liveness"]),
+            handle["Morph"].score.remote([]), handle["Embedder"].embed.remote(crops["embedder"]),
+        ))
+        await clock.time_async("search", handle["Searcher"].search.remote(np.asarray(embeddings), 5, ["default"]))
+
+
+def over_http(url: str, key: str, photos: list[bytes], clock: Clock) -> None:
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
+        for data in tqdm(photos, desc="http", unit="img"):
+            files = {"image": ("probe.jpg", data, "image/jpeg")}
+            for name, path in (("HTTP analyze", "/api/v1/analyze"), ("HTTP identify", "/api/v1/identify")):
+                started = time.perf_counter()
+                response = http.post(path, files=files, data={"capture": "stored"})
+                clock.ms[name].append((time.perf_counter() - started) * 1000)
+                if response.status_code != 200:
+                    raise SystemExit(f"{path} answered {response.status_code}: {response.text[:300]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--address", default="127.0.0.1:6379", help="the cluster's GCS address (a driver joins it)")
+    parser.add_argument("--app", default="ufme")
+    parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "faces" / "lfw")
+    parser.add_argument("--count", type=int, default=60, help="photos (the first of each person)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench-results/profile_request_path.json"))
+    args = parser.parse_args(argv)
+
+    people = sorted(p for p in args.photos.iterdir() if p.is_dir())
+    photos = [sorted(p.glob("*.jpg"))[0].read_bytes() for p in people][: args.count] * args.repeats
+    settings = UfmeSettings.load()
+    specs = ModelSpecs.from_settings(settings)
+    pipeline = Pipeline.from_settings(settings)
+    pipeline.analyze(photos[0])  # warm-up
+    load_before = os.getloadavg()
+
+    local = Clock()
+    inputs = in_process(pipeline, specs, photos, local)
+    os.environ.update(cluster.AUTH_ENV)
+    cluster.ensure_auth_token()
+    ray.init(address=args.address, log_to_driver=False)
+    served = Clock()
+    asyncio.run(through_serve(args.app, inputs[:1], pipeline.thresholds.detection_min, Clock()))  # warm-up
+    asyncio.run(through_serve(args.app, inputs, pipeline.thresholds.detection_min, served))
+    ray.shutdown()
+    http = Clock()
+    over_http(args.url, os.environ.get("UFME_API_KEY") or find_api_key(), photos[:1], Clock())  # warm-up
+    over_http(args.url, os.environ.get("UFME_API_KEY") or find_api_key(), photos, http)
+    load_after = os.getloadavg()
+
+    steps = ["decode", "detect", "crops", "quality", "liveness", "morph (none configured)", "embed",
+             "face stages concurrently", "chain (no search)", "search", "HTTP analyze", "HTTP identify"]
+    rows = [{"step": s, "in_process_p50_ms": p50(local.ms.get(s, [])), "serve_p50_ms": p50(served.ms.get(s, [])),
+             "http_p50_ms": p50(http.ms.get(s, []))} for s in steps]
+    print(f"\n{len(photos)} photos, concurrency 1; load average before {load_before}, after {load_after}\n")
+    print(f"{'step':<28}{'in process':>12}{'Serve call':>12}{'HTTP':>10}   (p50 ms)")
+    for row in rows:
+        cells = [row["in_process_p50_ms"], row["serve_p50_ms"], row["http_p50_ms"]]
+        print(f"{row['step']:<28}" + "".join(f"{'-' if np.isnan(c) else f'{c:.1f}':>{w}}" for c, w in zip(cells, (12, 12, 10))))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"photos": len(photos), "load_average": {"before": load_before, "after": load_after},
+                                    "rows": rows}, indent=2))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
