@@ -145,3 +145,15 @@ def largest_face(answer: dict) -> dict:
         return (x2 - x1) * (y2 - y1)
 
     return max(answer["faces"], key=area)
+
+
+def lfw_people(faces_dir: Path, count: int) -> list[tuple[str, Path, Path]]:
+    """The first `count` LFW identities with two photos or more: (subject id, photo to enrol, photo
+    to search with)."""
+    found = []
+    for folder in sorted((faces_dir / "lfw").iterdir()):
+        photos = sorted(folder.glob("*.jpg"))
+        if len(photos) >= 2:
+            found.append((folder.name.lower().replace("_", "-"), photos[0], photos[1]))
+    assert len(found) >= count
+    return found[:count]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from tests.integration.conftest import NUM_SHARDS, SCOPED, SCOPED_GALLERIES, largest_face
+from tests.integration.conftest import NUM_SHARDS, SCOPED, SCOPED_GALLERIES, largest_face, lfw_people
 from ufme_ray.serving.shard_actor import NAMESPACE, shard_actor_name
 
 pytestmark = pytest.mark.ray
@@ -23,14 +23,7 @@ STORED_PHOTOS = {"gates": {"capture": "stored"}}
 
 @pytest.fixture(scope="module")
 def people(faces_dir: Path) -> list[tuple[str, Path, Path]]:
-    """Six LFW identities with at least two photos: (name, photo to enrol, photo to search with)."""
-    found = []
-    for folder in sorted((faces_dir / "lfw").iterdir()):
-        photos = sorted(folder.glob("*.jpg"))
-        if len(photos) >= 2:
-            found.append((folder.name.lower().replace("_", "-"), photos[0], photos[1]))
-    assert len(found) >= 6
-    return found[:6]
+    return lfw_people(faces_dir, 6)
 
 
 @pytest.fixture(scope="module")

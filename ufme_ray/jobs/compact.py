@@ -12,6 +12,8 @@ runtime environment, which inherits the cluster's; the flags override them. The 
   retention  delete superseded epochs and covered log segments (gallery.retention); while a
              gallery written without encryption is being encrypted (`encryption.accept_plaintext`),
              count the plaintext objects left (`plaintext_objects_left` in the summary)
+  record     a run that opened the storage leaves its summary there (orchestration.compactions),
+             for GET /api/v1/compaction
 
 A run killed before `commit` leaves the previous epoch current and untouched; killed after it,
 shards that did not swap keep serving the previous epoch plus their delta (the same answers)
@@ -41,12 +43,13 @@ from ufme_ray.gallery.epochs import next_epoch, publish_current, read_current, r
 from ufme_ray.gallery.manifest import Manifest
 from ufme_ray.gallery.build import ShardBuild
 from ufme_ray.gallery.encryption import EncryptedObjectStore, encryption_census, open_configured_storage
-from ufme_ray.gallery.storage import ObjectStore
+from ufme_ray.gallery.storage import ObjectStore, StorageError
 from ufme_ray.jobs import lock
 from ufme_ray.jobs.build import build_all
 from ufme_ray.jobs.logs import configure_logging
 from ufme_ray.jobs.metrics import CompactionMetrics
 from ufme_ray.jobs.swap import swap_all
+from ufme_ray.orchestration.compactions import LAST_COMPACTION_KEY, LastCompaction, write_last_compaction
 
 logger = logging.getLogger("ufme_ray.jobs.compact")
 
@@ -159,7 +162,7 @@ class Compaction:
 
     def run(self) -> Summary:
         started = time.monotonic()
-        holder = None
+        holder = store = None
         try:
             with self._step("lock"):
                 holder = lock.acquire(self._compaction.namespace)
@@ -207,10 +210,21 @@ class Compaction:
             logger.exception("compaction failed; the previous epoch stays live")
             self.summary.error = f"{type(exc).__name__}: {exc}"
         finally:
+            self.summary.duration_s = round(time.monotonic() - started, 3)
+            if store is not None:
+                self._record_last(store)  # under the lock: two runs never write it at once
             if holder is not None:
                 lock.release(holder)
-            self.summary.duration_s = round(time.monotonic() - started, 3)
         return self.summary
+
+    def _record_last(self, store: ObjectStore) -> None:
+        """Leave the summary where the API reads it; the run's outcome stands if it cannot be written."""
+        try:
+            write_last_compaction(
+                store, LastCompaction.model_validate({**dataclasses.asdict(self.summary), "finished_at": time.time()})
+            )
+        except StorageError:
+            logger.exception("could not record this run's summary in %s", LAST_COMPACTION_KEY)
 
     def _inject_fault(self, step: str) -> None:
         """Tests only (`compaction.crash_at`): die like a killed pod, right after a shard's build or swap."""

@@ -65,3 +65,14 @@ def read_state(store: ObjectStore, import_id: str) -> ImportState | None:
         return ImportState.model_validate_json(store.read(state_key(import_id)))
     except ObjectNotFoundError:
         return None
+
+
+def list_states(store: ObjectStore) -> list[ImportState]:
+    """Every import's state, newest first (by start time, then id)."""
+    states = []
+    for key in store.list("imports"):
+        import_id, _, name = key.removeprefix("imports/").partition("/")
+        # An import removed between the listing and the read is simply not listed.
+        if name == "state.json" and (state := read_state(store, import_id)) is not None:
+            states.append(state)
+    return sorted(states, key=lambda s: (-s.started_at, s.import_id))

@@ -27,6 +27,7 @@ ROLE_GRANTS: dict[str, set[Role]] = {
     "enrol": {"admin", "enrol"},  # enrol, delete, read subjects
     "search": {"admin", "search"},  # identify, verify, analyze
     "admin": {"admin"},  # gallery status, demo load, audit
+    "self": {"admin", "enrol", "search"},  # who the key is: its role, galleries, capture types
 }
 
 _KEYS = TypeAdapter(list[ApiKeySpec])

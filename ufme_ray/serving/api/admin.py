@@ -1,14 +1,16 @@
-"""/api/v1 gallery status, demo load and the audit trail (role: admin)."""
+"""/api/v1 gallery status, the last compaction, demo load and the audit trail (role: admin)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from ufme_ray.orchestration.compactions import read_last_compaction
 from ufme_ray.serving.api import presenters, schemas
 from ufme_ray.serving.api.auditing import audited
-from ufme_ray.serving.api.dependencies import ServicesDep, allow_gallery, require
+from ufme_ray.serving.api.dependencies import ServicesDep, StoreDep, allow_gallery, require
 from ufme_ray.serving.api.openapi import ERRORS
 
 router = APIRouter(prefix="/api/v1", tags=["admin"], responses=ERRORS, dependencies=[Depends(require("admin"))])
@@ -24,6 +26,16 @@ async def gallery_status(request: Request, services: ServicesDep):
         return presenters.gallery_out(await services.engine.gallery_state())
 
     return await audited(request, services, "gallery_read", read)
+
+
+@router.get("/compaction", response_model=schemas.CompactionOut)
+async def compaction_status(request: Request, services: ServicesDep, store: StoreDep):
+    """The last compaction run: status, epoch, vectors in / out / dropped, shards swapped, retention."""
+
+    async def read() -> schemas.CompactionOut:
+        return schemas.CompactionOut(last=await asyncio.to_thread(read_last_compaction, store))
+
+    return await audited(request, services, "compaction_read", read)
 
 
 @router.post("/demo/load", response_model=schemas.DemoLoadOut)

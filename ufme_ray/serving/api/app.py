@@ -1,4 +1,4 @@
-"""The FastAPI application: the routers, the error handlers and the request metrics."""
+"""The FastAPI application: the routers, the operator console, the error handlers and the request metrics."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import time
 from fastapi import FastAPI, Request
 
 from ufme_ray import __version__
-from ufme_ray.serving.api import admin, galleries, health, imports, matching, subjects
+from ufme_ray.serving.api import admin, galleries, health, imports, keys, matching, subjects
 from ufme_ray.serving.api.auditing import audit_refusal
+from ufme_ray.serving.api.console import install_console
 from ufme_ray.serving.api.dependencies import installed_services
 from ufme_ray.serving.api.errors import install_error_handlers
 
@@ -20,8 +21,9 @@ def create_api() -> FastAPI:
         description="Face matching: enrol, identify (1:N), verify (1:1), erase. Every answer names the "
         "gates it applied, with scores and thresholds.",
     )
-    for module in (subjects, matching, galleries, imports, admin, health):
+    for module in (subjects, matching, galleries, imports, admin, keys, health):
         api.include_router(module.router)
+    install_console(api)
     install_error_handlers(api, audit_refusal)
 
     @api.middleware("http")

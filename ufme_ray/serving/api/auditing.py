@@ -51,6 +51,9 @@ OPERATIONS = {
     "update_gallery": "gallery_update",
     "delete_gallery": "gallery_delete",
     "get_import": "import_read",
+    "list_imports": "import_list",
+    "compaction_status": "compaction_read",
+    "get_own_key": "key_read",
 }
 CHANGES = frozenset({"enrol", "delete", "demo_load", "gallery_create", "gallery_update", "gallery_delete"})
 

@@ -59,8 +59,16 @@ def get_engine(services: Annotated[Services, Depends(get_services)]) -> Engine:
     return services.engine
 
 
+def get_store(services: Annotated[Services, Depends(get_services)]) -> ObjectStore:
+    """The gallery's object storage (bulk imports, the last compaction); 503 if the gateway has none."""
+    if services.store is None:
+        raise ApiError(503, "not_ready", "the gateway has no storage configured")
+    return services.store
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
 def presented_key(request: Request) -> str | None:

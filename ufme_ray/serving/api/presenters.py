@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ufme_ray.gallery.galleries import GalleryRecord
 from ufme_ray.orchestration import results
+from ufme_ray.serving.auth import ROLE_GRANTS, Principal
 from ufme_ray.serving.api import schemas
 from ufme_ray.vision.gates import ResolvedThresholds
 from ufme_ray.vision.pipeline import FaceAnalysis
@@ -159,4 +160,16 @@ def demo_load_out(result: results.DemoLoad) -> schemas.DemoLoadOut:
 def audit_page_out(records, total: int, offset: int) -> schemas.AuditPageOut:
     return schemas.AuditPageOut(
         total=total, offset=offset, records=[schemas.AuditRecordOut(**r.model_dump()) for r in records]
+    )
+
+
+def key_out(principal: Principal) -> schemas.KeyOut:
+    return schemas.KeyOut(
+        key_id=principal.key_id,
+        role=principal.role,
+        grants=sorted(group for group, roles in ROLE_GRANTS.items() if principal.role in roles and group != "self"),
+        galleries="*" if principal.galleries is None else sorted(principal.galleries),
+        captures="*" if principal.captures is None else list(principal.captures),
+        rate=None if principal.rate is None else principal.rate.rate,
+        burst=None if principal.rate is None else principal.rate.burst,
     )

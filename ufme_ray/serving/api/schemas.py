@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ufme_ray.config import Capture, QualityFilter
 from ufme_ray.gallery.galleries import DEFAULT_GALLERY, GALLERY_ID_PATTERN
 from ufme_ray.gallery.ids import SUBJECT_ID_PATTERN
+from ufme_ray.orchestration.compactions import LastCompaction
 
 GalleryIdStr = Annotated[str, Field(pattern=GALLERY_ID_PATTERN)]
 MAX_GALLERIES_PER_SEARCH = 100
@@ -302,6 +303,27 @@ class ImportOut(BaseModel):
     finished_at: float | None
     report: str | None = Field(description="Object key of the per-photo Parquet report, once written.")
     error: str | None
+
+
+class ImportListOut(BaseModel):
+    imports: list[ImportOut] = Field(description="Newest first.")
+    total: int
+    offset: int
+    limit: int
+
+
+class CompactionOut(BaseModel):
+    last: LastCompaction | None = Field(description="The last compaction run, or None if none has run on this storage.")
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    role: Literal["admin", "enrol", "search"]
+    grants: list[str] = Field(description="The operation groups the role may call: admin, enrol, search.")
+    galleries: list[str] | Literal["*"] = Field(description="The galleries the key may use; '*': every gallery.")
+    captures: list[Capture] | Literal["*"] = Field(description="The capture types the key may declare; '*': any.")
+    rate: float | None = Field(description="Requests a second on average (None: no quota).")
+    burst: int | None
 
 
 class SkippedOut(BaseModel):
