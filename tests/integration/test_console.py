@@ -207,11 +207,10 @@ def test_console_end_to_end(service, console, people, tmp_path):
     ui.until(lambda: len(ui.all("#subject-list tr[data-subject]")) == 2, "the erased subject is still listed")
     assert service.http.get(f"/api/v1/galleries/{GALLERY}/subjects/{subject_id}").status_code == 404
 
-    # Operations: every shard ready.
+    # Operations: every shard ready, and the writer of its log (this cluster took traffic).
     ui.go("operations", "#shards")
-    assert ui.all("#shards tbody tr") and all(
-        row.find_elements("css selector", "td")[1].text == "ready" for row in ui.all("#shards tbody tr")
-    )
+    rows = [[td.text for td in row.find_elements("css selector", "td")] for row in ui.all("#shards tbody tr")]
+    assert rows and all(cells[1] == "ready" and cells[7] == "writer" for cells in rows), rows
     ui.screenshot("operations")
 
     # The audit trail of the gallery holds what was done here.

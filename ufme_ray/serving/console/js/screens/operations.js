@@ -45,6 +45,8 @@ function shards(gallery) {
         ["index", (s) => s.index_kind ?? "—"],
         ["delta rows", (s) => s.delta_rows ?? "—"],
         ["applied seq", (s) => s.applied_seq ?? "—"],
+        // writer / follower / handed_over: which deployment writes the shard's log (docs/OPERATIONS.md).
+        ["log role", (s) => (s.role ?? "—").replace("_", " ")],
         ["error", (s) => s.error ?? ""],
       ],
       gallery.shards,
