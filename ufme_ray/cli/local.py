@@ -67,7 +67,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    folder = Path(args.folder or settings.demo_dir or "")
+    given = args.folder or settings.demo_dir
+    if not given:  # Path("") would be the working directory
+        raise UsageError("no demo folder: pass --folder or set UFME_DEMO_DIR")
+    folder = Path(given)
     if not folder.is_dir():
         raise UsageError(f"demo folder {folder} not found: pass --folder or set UFME_DEMO_DIR")
     subjects = sorted(p.name for p in folder.iterdir() if p.is_dir())

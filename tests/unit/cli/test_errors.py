@@ -52,9 +52,13 @@ def test_an_unreachable_job_server_fails(capsys, monkeypatch):
     assert "cannot reach the Ray job server" in error_line(capsys)
 
 
-def test_a_missing_demo_folder_and_an_unrenderable_request_are_usage_errors(capsys, tmp_path):
+def test_a_missing_demo_folder_and_an_unrenderable_request_are_usage_errors(capsys, tmp_path, monkeypatch):
     assert main(["demo", "--folder", str(tmp_path / "nowhere")]) == 2
     assert "demo folder" in error_line(capsys)
+    # Regression: no folder at all loaded the working directory's sub-folders as subjects.
+    monkeypatch.delenv("UFME_DEMO_DIR", raising=False)
+    assert main(["demo"]) == 2
+    assert "no demo folder" in error_line(capsys)
     assert main(["k8s", "render", "--env", "staging", "--serve-config-only", "--image", "x"]) == 2
     assert "--image does not apply" in error_line(capsys)
 
