@@ -23,17 +23,21 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import httpx
-import numpy as np
-import ray
-from ray import serve
-from tqdm import tqdm
+# A driver joins the cluster `ufme-ray up` started, which has Ray token authentication on; Ray reads
+# the mode when it is imported.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from ufme_ray import cluster
-from ufme_ray.client import find_api_key
-from ufme_ray.config import UfmeSettings
-from ufme_ray.vision.pipeline import Pipeline, stage_crops
-from ufme_ray.vision.registry import ModelSpecs
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ufme_ray import cluster  # noqa: E402
+from ufme_ray.client import find_api_key  # noqa: E402
+from ufme_ray.config import UfmeSettings  # noqa: E402
+from ufme_ray.vision.pipeline import Pipeline, stage_crops  # noqa: E402
+from ufme_ray.vision.registry import ModelSpecs  # noqa: E402
 
 
 def p50(values: list[float]) -> float:
@@ -124,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
 
     local = Clock()
     inputs = in_process(pipeline, specs, photos, local)
-    os.environ.update(cluster.AUTH_ENV)
     cluster.ensure_auth_token()
     ray.init(address=args.address, log_to_driver=False)
     served = Clock()
