@@ -8,7 +8,9 @@ Photo by photo, one request at a time (concurrency 1), it times
   2. the same steps as calls on the stage deployments' handles from a driver on the cluster (what
      the Gateway does, with the same inputs), the four face stages also concurrently as the Gateway
      sends them, and the Searcher's search;
-  3. POST /api/v1/analyze (no search) and POST /api/v1/identify over HTTP.
+  3. one audit record, as the Gateway writes it before answering (group-commit window, then a
+     write-once object; here on a file:// store in a temporary folder);
+  4. POST /api/v1/analyze (no search) and POST /api/v1/identify over HTTP.
 Prints p50 per step side by side and writes JSON (--out). Quiet machine only: record the load.
 """
 
@@ -19,6 +21,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,8 +37,10 @@ from ray import serve  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from ufme_ray import cluster  # noqa: E402
+from ufme_ray.audit import AuditRecord, AuditWriter  # noqa: E402
 from ufme_ray.client import find_api_key  # noqa: E402
 from ufme_ray.config import UfmeSettings  # noqa: E402
+from ufme_ray.gallery.storage import open_storage  # noqa: E402
 from ufme_ray.vision.pipeline import Pipeline, stage_crops  # noqa: E402
 from ufme_ray.vision.registry import ModelSpecs  # noqa: E402
 
@@ -95,6 +100,14 @@ async def through_serve(app: str, inputs: list[tuple], score_min: float, clock: 
         await clock.time_async("search", handle["Searcher"].search.remote(np.asarray(embeddings), 5, ["default"]))
 
 
+async def audit_records(count: int, clock: Clock) -> None:
+    with tempfile.TemporaryDirectory(prefix="ufme-profile-audit-") as folder:
+        writer = AuditWriter(open_storage(Path(folder).as_uri()))
+        for _ in range(count):
+            record = AuditRecord(time=time.time(), request_id="profile", key_id="profile", operation="identify", outcome="200")
+            await clock.time_async("audit record (file://)", writer.record(record))
+
+
 def over_http(url: str, key: str, photos: list[bytes], clock: Clock) -> None:
     with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
         for data in tqdm(photos, desc="http", unit="img"):
@@ -134,13 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(through_serve(args.app, inputs[:1], pipeline.thresholds.detection_min, Clock()))  # warm-up
     asyncio.run(through_serve(args.app, inputs, pipeline.thresholds.detection_min, served))
     ray.shutdown()
+    asyncio.run(audit_records(len(inputs), served))
     http = Clock()
     over_http(args.url, os.environ.get("UFME_API_KEY") or find_api_key(), photos[:1], Clock())  # warm-up
     over_http(args.url, os.environ.get("UFME_API_KEY") or find_api_key(), photos, http)
     load_after = os.getloadavg()
 
     steps = ["decode", "detect", "crops", "quality", "liveness", "morph (none configured)", "embed",
-             "face stages concurrently", "chain (no search)", "search", "HTTP analyze", "HTTP identify"]
+             "face stages concurrently", "chain (no search)", "search", "audit record (file://)", "HTTP analyze",
+             "HTTP identify"]
     rows = [{"step": s, "in_process_p50_ms": p50(local.ms.get(s, [])), "serve_p50_ms": p50(served.ms.get(s, [])),
              "http_p50_ms": p50(http.ms.get(s, []))} for s in steps]
     print(f"\n{len(photos)} photos, concurrency 1; load average before {load_before}, after {load_after}\n")

@@ -139,11 +139,15 @@ def decode_batch(key: str, data: bytes) -> list[AuditRecord]:
 
 
 class AuditWriter:
-    """Group-commits records from concurrent requests; `record` returns once durable."""
+    """Group-commits records from concurrent requests; `record` returns once durable.
 
-    def __init__(self, store: ObjectStore, *, window_s: float = 0.005):
+    No waiting window: a record that finds no write in flight is written at once (a request alone
+    pays one write, not a window on top), and the records that arrive while a write is in flight
+    share the next one, so under load one object holds as many records as came in meanwhile.
+    """
+
+    def __init__(self, store: ObjectStore):
         self._store = store
-        self._window_s = window_s
         self._writer = uuid.uuid4().hex[:12]
         self._count = 0
         self._pending: list[tuple[AuditRecord, asyncio.Future]] = []
@@ -153,11 +157,10 @@ class AuditWriter:
         future = asyncio.get_running_loop().create_future()
         self._pending.append((record, future))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon())
+            self._flusher = asyncio.create_task(self._flush())
         await future
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self._window_s)
+    async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             self._count += 1
