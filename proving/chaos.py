@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 from tqdm import tqdm
 
 from proving.ledger import GalleryLedger, Ledger, Subject, Violation
@@ -41,6 +42,9 @@ LIVE_GALLERIES = 3
 # Answers that say "nothing happened, and why": the ledger treats them as refusals, not ambiguity.
 REFUSALS = {400, 404, 409, 413, 415, 422}
 PHOTO_UNUSABLE = {400, 409, 413, 415, 422}  # the same photo would be refused again
+REFUSED = "refused"  # the status of a request whose connection was refused: never sent, so nothing happened
+# A head or node loss (issue 13): the service must answer correctly again within this many seconds.
+NODE_LOSS_RECOVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Target:
 class Answer:
     operation: str
     phase: str
-    status: str  # HTTP status, or "timeout" / "connection"
+    status: str  # HTTP status, or "timeout" / "refused" (never sent) / "connection" (lost on the way)
     sent_at: float
     latency_s: float
 
@@ -78,9 +82,10 @@ class FaultResult:
 
 
 class Fault:
-    """One kind of failure. `inject` returns notes for the report; it may block (an outage)."""
+    """One kind of failure. `inject` returns notes for the report; it may block (an outage).
+    `name` heads its row in the report; `key` names it on the harness's command line."""
 
-    name = "fault"
+    name = key = "fault"
 
     def inject(self, run: "ChaosRun") -> dict:
         raise NotImplementedError
@@ -97,14 +102,14 @@ def _kill_actor_process(run: "ChaosRun", choose: Callable[[list], list]) -> dict
 
 
 class KillShardActor(Fault):
-    name = "kill shard actor"
+    name, key = "kill shard actor", "kill-shard"
 
     def inject(self, run: "ChaosRun") -> dict:
         return _kill_actor_process(run, lambda actors: [a for a in actors if a.class_name == "ShardActor"])
 
 
 class KillServeReplica(Fault):
-    name = "kill serve replica"
+    name, key = "kill serve replica", "kill-replica"
 
     def inject(self, run: "ChaosRun") -> dict:
         return _kill_actor_process(run, lambda actors: [a for a in actors if a.class_name.startswith("ServeReplica:")])
@@ -117,7 +122,7 @@ class KillCompactionJob(Fault):
 
     def __init__(self, step: str):
         self.step = step
-        self.name = f"kill compaction mid-{step}"
+        self.name, self.key = f"kill compaction mid-{step}", f"compaction-{step}"
 
     def inject(self, run: "ChaosRun") -> dict:
         killed = run.compaction(crash_at=self.step)
@@ -133,7 +138,7 @@ class KillCompactionJob(Fault):
 class RestartS3(Fault):
     """SIGKILL the S3 server, keep it down `down_s` seconds under load, start it again."""
 
-    name = "restart S3 server"
+    name, key = "restart S3 server", "s3-restart"
 
     def __init__(self, server: SeaweedS3, down_s: float):
         self.server, self.down_s = server, down_s
@@ -152,7 +157,7 @@ class RestartS3(Fault):
 class DownUp(Fault):
     """`ufme-ray down` then `ufme-ray up`: the whole cluster stops; the gallery stays in storage."""
 
-    name = "ufme-ray down / up"
+    name, key = "ufme-ray down / up", "down-up"
 
     def __init__(self, down: Callable[[], None], up: Callable[[], None]):
         self.down, self.up = down, up
@@ -174,6 +179,8 @@ class Upgrade(Fault):
     its gallery is loaded); `stop_old` stops the old one. Requests sent to the old cluster before
     the switch finish there."""
 
+    key = "upgrade"
+
     def __init__(self, start_new: Callable[[], Target], stop_old: Callable[[], None], *,
                  deletion_delay_s: float = 10.0, name: str = "upgrade"):
         self.start_new, self.stop_old, self.deletion_delay_s, self.name = start_new, stop_old, deletion_delay_s, name
@@ -188,10 +195,83 @@ class Upgrade(Fault):
         return {"new_ready_s": round(ready_s, 1), "old_stopped_s": round(time.monotonic() - started, 1), "url": target.url}
 
 
+def _shard_actors(run: "ChaosRun") -> dict[str, int]:
+    """Each shard actor's process id, by actor name."""
+    actors = alive_actors(run.target.dashboard_url, run.target.ray_token)
+    return {a.name: a.pid for a in actors if a.class_name == "ShardActor"}
+
+
+def _shard_actors_back(run: "ChaosRun", names: set[str], *, lost: frozenset[int] = frozenset(), timeout_s: float = 300) -> dict[str, int]:
+    """The shard actors once each of `names` is alive in a process not among `lost` (restarted, or
+    never gone). The state API reports a lost node's actors alive until the GCS has noticed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        actors = _shard_actors(run)
+        if names <= actors.keys() and not lost.intersection(actors.values()):
+            return actors
+        time.sleep(1.0)  # polling interval
+    raise RuntimeError(f"shard actors not back {timeout_s:.0f} s after the fault: {actors}")
+
+
+def _kill(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+class HeadLoss(Fault):
+    """SIGKILL of the head's GCS and then of every other process of the head (raylet, dashboard,
+    Serve controller, proxy, replicas): a head pod that crashed. Then the head starts again (`restart`,
+    the same `ufme-ray up`) and, with GCS fault tolerance, reads the cluster back from Redis. The
+    shard actors on the worker node must survive it; the notes give their processes before and after."""
+
+    name, key = "head loss", "head-loss"
+
+    def __init__(self, head_processes: Callable[[], list[psutil.Process]], restart: Callable[[], None]):
+        self.head_processes, self.restart = head_processes, restart
+
+    def inject(self, run: "ChaosRun") -> dict:
+        shards_before = _shard_actors(run)
+        processes = self.head_processes()
+        gcs = [p for p in processes if p.name() == "gcs_server"]
+        if not gcs:
+            raise RuntimeError("the head has no GCS process to kill")
+        _kill(gcs)
+        _kill([p for p in processes if p not in gcs])
+        killed_s = time.monotonic()
+        self.restart()
+        return {"killed": len(processes), "restart_s": round(time.monotonic() - killed_s, 1),
+                "shards_before": shards_before, "shards_after": _shard_actors_back(run, set(shards_before))}
+
+
+class NodeLoss(Fault):
+    """SIGKILL of the raylet of the worker node that holds the shard actors: the node is lost (its
+    workers, the shard actors among them, exit when their raylet dies). `replace` then does what
+    KubeRay does for the pod: the rest of the old node goes and a new node with the same shard slots
+    joins; the shard actors restart there and restore from storage."""
+
+    name, key = "node loss", "node-loss"
+
+    def __init__(self, raylet: Callable[[], psutil.Process], replace: Callable[[], None]):
+        self.raylet, self.replace = raylet, replace
+
+    def inject(self, run: "ChaosRun") -> dict:
+        shards_before = _shard_actors(run)
+        raylet = self.raylet()
+        raylet.kill()
+        killed_s = time.monotonic()
+        self.replace()
+        shards_after = _shard_actors_back(run, set(shards_before), lost=frozenset(shards_before.values()))
+        return {"raylet_pid": raylet.pid, "replace_s": round(time.monotonic() - killed_s, 1),
+                "shards_before": shards_before, "shards_after": shards_after}
+
+
 class Mixed(Fault):
     """Several faults at once: each in its own thread, started a moment apart."""
 
-    name = "mixed"
+    name = key = "mixed"
 
     def __init__(self, faults: list[Fault], stagger_s: float = 1.0):
         self.faults, self.stagger_s = faults, stagger_s
@@ -257,6 +337,8 @@ class ChaosRun:
             status = str(response.status_code)
         except httpx.TimeoutException:
             status = "timeout"
+        except httpx.ConnectError:  # no connection was made, so nothing was sent: a clear "nothing happened"
+            status = REFUSED
         except httpx.TransportError:
             status = "connection"
         answer = Answer(operation, phase, status, sent_at, time.monotonic() - started)
@@ -282,6 +364,8 @@ class ChaosRun:
                                **self._image(subject.photo))
         if answer.status == "201":
             self.ledger.enrolled(subject, answer.phase)
+        elif answer.status == REFUSED:
+            self.ledger.enrol_refused(subject, photo_unusable=False)
         elif answer.status.isdigit() and int(answer.status) in REFUSALS:
             self.ledger.enrol_refused(subject, photo_unusable=int(answer.status) in PHOTO_UNUSABLE)
         else:
@@ -300,7 +384,7 @@ class ChaosRun:
             if was_acknowledged:
                 self._violation("lost", subject, "DELETE answered 404 for an acknowledged enrolment")
             self.ledger.deleted(subject, answer.phase, answer.sent_at, time.time())
-        elif answer.status.isdigit() and int(answer.status) in REFUSALS:
+        elif answer.status == REFUSED or (answer.status.isdigit() and int(answer.status) in REFUSALS):
             self.ledger.delete_refused(subject)
         else:
             self.ledger.delete_ambiguous(subject, answer.phase, answer.sent_at)
@@ -313,10 +397,12 @@ class ChaosRun:
             gallery_id = self.galleries.new_id()
             answer, _ = self._send("gallery", "POST", "/api/v1/galleries", Subject(gallery_id, Path(), self.phase),
                                    json={"gallery_id": gallery_id})
-            (self.galleries.created if answer.status == "201" else self.galleries.unclear)(gallery_id, answer.phase)
+            if answer.status != REFUSED:
+                (self.galleries.created if answer.status == "201" else self.galleries.unclear)(gallery_id, answer.phase)
             return answer
         answer, _ = self._send("gallery", "DELETE", f"/api/v1/galleries/{victim}", Subject(victim, Path(), self.phase))
-        (self.galleries.deleted if answer.status == "200" else self.galleries.unclear)(victim, answer.phase)
+        if answer.status != REFUSED:
+            (self.galleries.deleted if answer.status == "200" else self.galleries.unclear)(victim, answer.phase)
         return answer
 
     def identify(self, subject: Subject | None = None) -> tuple[Answer, bool] | None:
@@ -508,6 +594,7 @@ class ChaosRun:
         rows = []
         for phase, answers in by_phase.items():
             errors = Counter(a.status for a in answers if not a.ok)
+            write_errors = Counter(a.status for a in answers if not a.ok and a.operation in WRITE_OPERATIONS)
             result = recovery.get(phase)
             rows.append({
                 "phase": phase,
@@ -517,6 +604,7 @@ class ChaosRun:
                 "resurrected": violations[(phase, "resurrected")],
                 "identify_misses": self.identify_misses[phase],
                 "errors": dict(sorted(errors.items())),
+                "write_errors": dict(sorted(write_errors.items())),
                 "injected_s": result.injected_s if result else None,
                 "recovery_s": result.recovery_s if result else None,
                 "notes": result.notes if result else {},
@@ -531,6 +619,17 @@ def _error_code(response: httpx.Response | None) -> str | None:
         return response.json()["error"]["code"]
     except (AttributeError, ValueError, KeyError, TypeError):
         return None
+
+
+def one_photo_per_identity(folders: list[Path]) -> list[Path]:
+    """One photo per person: two live subjects never share a face (the duplicate check would refuse it)."""
+    photos = []
+    for folder in folders:
+        for person in sorted(p for p in folder.iterdir() if p.is_dir()):
+            images = sorted(p for p in person.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            if images:
+                photos.append(images[0])
+    return photos
 
 
 class _Ticker:

@@ -11,9 +11,18 @@ the end every acknowledged enrolment must be found and no acknowledged delete ma
 
     python scripts/chaos.py --storage file s3 --rate 3 --json bench-results/chaos.json
 
-Exit 1 if anything acknowledged was lost or resurrected, a fault did not recover, a write was
-acknowledged while the S3 server was down, or during the upgrade a read failed or a write failed
-with anything but 503.
+`--faults head-loss node-loss` (only when named) runs on a cluster of nodes instead: a Redis server
+this script starts on 127.0.0.1 (GCS fault tolerance, `up --redis`), the head, and a shard node
+(`ufme-ray join`) that holds the shard actors (`up --shard-nodes`). head-loss SIGKILLs every
+process of the head and starts it again with the same `up`; node-loss SIGKILLs the shard node's
+raylet and a new shard node joins, as KubeRay replaces a pod.
+
+    python scripts/chaos.py --storage file s3 --faults head-loss node-loss --json bench-results/chaos_nodes.json
+
+Exit 1 if anything acknowledged was lost or resurrected, a fault did not recover, or a write was
+acknowledged while the S3 server was down; during an upgrade also if a read failed or a write failed
+with anything but 503; after a head or node loss also if the service took longer than 60 s to
+answer again, or a write was answered with a 5xx other than 503.
 """
 
 from __future__ import annotations
@@ -25,7 +34,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +43,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proving.chaos import (
-    ChaosRun, DownUp, Fault, KillCompactionJob, KillServeReplica, KillShardActor, Mixed, RestartS3, Target, Upgrade,
+    ChaosRun, DownUp, Fault, HeadLoss, KillCompactionJob, KillServeReplica, KillShardActor, Mixed, NodeLoss, RestartS3,
+    NODE_LOSS_RECOVERY_S, Target, Upgrade, one_photo_per_identity,
 )
+from proving.local_service import HeadPorts, LocalService
 from proving.portable import portable
+from proving.redis_server import RedisServer
 from proving.seaweedfs import SeaweedS3
 from ufme_ray import cluster
 from ufme_ray.config import UfmeSettings
@@ -45,56 +56,22 @@ from ufme_ray.jobs.compact import embedding_dim
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "faces"
-
-
-def one_photo_per_identity(folders: list[Path]) -> list[Path]:
-    """One photo per person: two live subjects never share a face (the duplicate check would refuse it)."""
-    photos = []
-    for folder in folders:
-        for person in sorted(p for p in folder.iterdir() if p.is_dir()):
-            images = sorted(p for p in person.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-            if images:
-                photos.append(images[0])
-    return photos
-
-
-class Service:
-    """`ufme-ray up` / `down` as subprocesses with one environment, its own temp folder and ports."""
-
-    def __init__(self, args: argparse.Namespace, env: dict[str, str], log_path: Path):
-        self.args, self.env, self.log_path = args, env, log_path
-        self.ports = ["--port", str(args.port), "--dashboard-port", str(args.dashboard_port)]
-        self.url = f"http://127.0.0.1:{args.port}"
-        self.dashboard_url = f"http://127.0.0.1:{args.dashboard_port}"
-
-    def _cli(self, *command: str) -> None:
-        with self.log_path.open("a") as log:
-            log.write(f"\n$ ufme-ray {' '.join(command)}\n")
-            log.flush()
-            subprocess.run([sys.executable, "-m", "ufme_ray.cli", *command], env=self.env, stdout=log,
-                           stderr=subprocess.STDOUT, check=True)
-
-    def up(self) -> None:
-        self._cli("up", "--temp-dir", str(self.args.temp_dir), *self.ports, "--metrics-port", str(self.args.metrics_port),
-                  "--agent-port", str(self.args.agent_port), "--gcs-port", str(self.args.gcs_port), "--num-cpus", str(os.cpu_count()))
-
-    def down(self) -> None:
-        self._cli("down", "--temp-dir", str(self.args.temp_dir), "--dashboard-port", str(self.args.dashboard_port))
+NODE_FAULTS = {HeadLoss.key, NodeLoss.key}  # they need the cluster of nodes (GCS fault tolerance, a shard node)
+FAULT_KEYS = [KillShardActor.key, KillServeReplica.key, KillCompactionJob("build").key, KillCompactionJob("swap").key,
+              RestartS3.key, DownUp.key, Upgrade.key, Mixed.key, HeadLoss.key, NodeLoss.key]
 
 
 # The new cluster of an upgrade: its own temp folder, and every port this far from the first's.
 NEW_CLUSTER_PORT_OFFSET = 10
 
 
-def new_cluster_args(args: argparse.Namespace) -> argparse.Namespace:
-    ports = ("port", "gcs_port", "dashboard_port", "metrics_port", "agent_port")
-    return argparse.Namespace(**{
-        **vars(args), **{name: getattr(args, name) + NEW_CLUSTER_PORT_OFFSET for name in ports},
-        "temp_dir": args.temp_dir.with_name(args.temp_dir.name + "-new"),
-    })
+def new_cluster(service: LocalService, ports: HeadPorts, env: dict[str, str], args: argparse.Namespace) -> LocalService:
+    shifted = HeadPorts(*(port + NEW_CLUSTER_PORT_OFFSET for port in dataclasses.astuple(ports)))
+    return LocalService(env=env, temp_dir=args.temp_dir.with_name(args.temp_dir.name + "-new"), ports=shifted,
+                        log_path=service.log_path.with_name("service-new.log"))
 
 
-def upgrade(old: Service, new: Service, target: Target, args: argparse.Namespace) -> Upgrade:
+def upgrade(old: LocalService, new: LocalService, target: Target, args: argparse.Namespace) -> Upgrade:
     def start_new() -> Target:
         new.up()  # returns once /ready answers 200: the application is RUNNING, every shard restored
         return dataclasses.replace(target, url=new.url, dashboard_url=new.dashboard_url)
@@ -102,7 +79,7 @@ def upgrade(old: Service, new: Service, target: Target, args: argparse.Namespace
     return Upgrade(start_new, old.down, deletion_delay_s=args.deletion_delay_s)
 
 
-def faults_for(storage: str, service: Service, new_service: Service, target: Target, s3: SeaweedS3 | None,
+def faults_for(storage: str, service: LocalService, new_service: LocalService, target: Target, s3: SeaweedS3 | None,
                args: argparse.Namespace) -> list[Fault]:
     singles: list[Fault] = [KillShardActor(), KillServeReplica(), KillCompactionJob("build"), KillCompactionJob("swap")]
     mixed: list[Fault] = [KillShardActor(), KillServeReplica(), KillCompactionJob("swap")]
@@ -111,9 +88,10 @@ def faults_for(storage: str, service: Service, new_service: Service, target: Tar
         mixed.append(RestartS3(s3, args.s3_down_s))
     # The upgrade comes after the faults that stop the first cluster; the mixed round runs on the new one.
     faults = [*singles, DownUp(service.down, service.up), upgrade(service, new_service, target, args), Mixed(mixed)]
-    return [f for f in faults if args.faults is None or f.name in args.faults]
-
-
+    if args.faults is None:
+        return faults
+    faults += [HeadLoss(service.head_processes, service.up), NodeLoss(service.shard_node_raylet, service.replace_shard_node)]
+    return [f for f in faults if f.key in args.faults]
 
 
 def run_storage(storage: str, args: argparse.Namespace) -> dict:
@@ -131,8 +109,14 @@ def run_storage(storage: str, args: argparse.Namespace) -> dict:
         else:
             env["UFME_STORAGE_URI"] = (workdir / "data" / "store").as_uri()
         os.environ.update({k: v for k, v in env.items() if k.startswith(("UFME_", "AWS_"))})  # the harness's own settings
-        service = Service(args, env, workdir / "service.log")
-        new_service = Service(new_cluster_args(args), env, workdir / "service-new.log")
+        redis = None
+        if NODE_FAULTS & set(args.faults or ()):
+            redis = RedisServer(workdir / "redis")
+            cleanup.callback(redis.stop)
+            redis.start()
+        ports = HeadPorts(args.port, args.gcs_port, args.dashboard_port, args.metrics_port, args.agent_port)
+        service = LocalService(env=env, temp_dir=args.temp_dir, ports=ports, log_path=workdir / "service.log", redis=redis)
+        new_service = new_cluster(service, ports, env, args)
         print(f"[{storage}] starting the service with `ufme-ray up` (log: {service.log_path}) ...", flush=True)
         cleanup.callback(service.down)
         cleanup.callback(new_service.down)
@@ -166,6 +150,14 @@ def failures(rows: list[dict], run: ChaosRun, with_s3: bool) -> list[str]:
     problems = [f"{v.kind}: {v.subject_id} ({v.phase}): {v.detail}" for v in run.violations]
     problems += [f"{r.name}: no recovery" for r in run.results if r.recovery_s is None]
     problems += run.upgrade_failures()
+    for row in rows:
+        if row["phase"] not in (HeadLoss.name, NodeLoss.name):
+            continue
+        if row["recovery_s"] is not None and row["recovery_s"] > NODE_LOSS_RECOVERY_S:
+            problems.append(f"{row['phase']}: the service answered again only after {row['recovery_s']} s")
+        unclean = {status: n for status, n in row["write_errors"].items() if status.startswith("5") and status != "503"}
+        if unclean:
+            problems.append(f"{row['phase']}: writes answered {unclean}, not a clean 503")
     false_acks = sum(count for status, count in run.outage_writes.items() if status.startswith("2"))
     if false_acks:
         problems.append(f"{false_acks} writes acknowledged while the S3 server was down")
@@ -183,6 +175,10 @@ def print_table(result: dict) -> None:
         recovery = "-" if row["recovery_s"] is None and row["injected_s"] is None else row["recovery_s"]
         print(f"| {row['phase']} | {row['requests']} | {row['acknowledged']} | {row['lost']} | {row['resurrected']} "
               f"| {row['identify_misses']} | {errors} | {recovery} |")
+    for row in result["rows"]:
+        if row["phase"] in (HeadLoss.name, NodeLoss.name):
+            notes = row["notes"]
+            print(f"\n{row['phase']}: shard actor processes {notes['shards_before']} -> {notes['shards_after']}")
     if result["storage"] == "s3":
         print(f"\nwrites sent while the S3 server was down, by status: {result['outage_writes']}")
     print(f"failures: {result['failed'] or 'none'}")
@@ -199,7 +195,11 @@ def main() -> int:
     parser.add_argument("--deletion-delay-s", type=float, default=15.0,
                         help="upgrade: the old cluster stops this long after the load moved to the new one")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--faults", nargs="+", help="only these fault kinds, by name (default: all, then mixed)")
+    parser.add_argument(
+        "--faults", nargs="+", choices=FAULT_KEYS,
+        help="only these faults (default: all but head-loss and node-loss, then mixed); head-loss and node-loss run on a "
+        "cluster of nodes with GCS fault tolerance",
+    )
     parser.add_argument("--temp-dir", type=Path, default=Path("/tmp/ufme-chaos"), help="Ray temp folder of the cluster")
     parser.add_argument("--port", type=int, default=8300)
     parser.add_argument("--gcs-port", type=int, default=6579)
@@ -208,6 +208,10 @@ def main() -> int:
     parser.add_argument("--agent-port", type=int, default=52666)
     parser.add_argument("--json", type=Path, default=REPO / "bench-results" / "chaos.json")
     args = parser.parse_args()
+    if NODE_FAULTS & set(args.faults or ()) and DownUp.key in args.faults:
+        # `down` stops this machine's head only: on a GCS fault-tolerant cluster the shard node keeps the
+        # cluster's state in Redis, so `up` would be a head loss again, not a cold start.
+        parser.error("down-up does not run on the cluster of nodes that head-loss and node-loss need: run it apart")
     results = []
     for storage in args.storage:
         results.append(run_storage(storage, args))

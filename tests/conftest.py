@@ -11,7 +11,7 @@ import pytest
 # when it is first imported, so it is set before any test module imports ray.
 os.environ["RAY_AUTH_MODE"] = "token"
 
-pytest_plugins: list[str] = ["tests.fixtures.s3"]
+pytest_plugins: list[str] = ["tests.fixtures.s3", "tests.fixtures.redis"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("UFME_SHARED_DIR", REPO_ROOT.parent / "shared"))

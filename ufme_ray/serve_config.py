@@ -17,6 +17,9 @@ from ufme_ray.config import ConfigError, GallerySettings, RuntimeSettings, UfmeS
 
 APP_NAME = "ufme"  # the application's name in the Serve config
 GATEWAY_DEPLOYMENT = "Gateway"  # the deployment whose user_config is the live settings (config.LiveConfig)
+# The custom Ray resource of shard nodes (KubeRay's shard worker group, `ufme-ray join --shard-slots`):
+# with `shard_resources: {ufme_shard: 1}` each shard actor takes one slot, so shards run only there.
+SHARD_RESOURCE = "ufme_shard"
 # The stage deployments of the application (serving/app.py binds them) and the stage each runs.
 STAGE_DEPLOYMENTS = {"Detector": "detector", "Quality": "quality", "Liveness": "liveness", "Morph": "morph",
                      "Embedder": "embedder"}

@@ -10,6 +10,7 @@ and every client (this package, `serve`, `ray job`) must run with RAY_AUTH_MODE=
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import socket
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -25,7 +27,7 @@ import psutil
 import yaml
 
 from ufme_ray.config import deep_merge
-from ufme_ray.serve_config import APP_NAME, GATEWAY_DEPLOYMENT
+from ufme_ray.serve_config import APP_NAME, GATEWAY_DEPLOYMENT, SHARD_RESOURCE
 
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
@@ -42,6 +44,27 @@ FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 # name, compared only with a peer that is not an IP, and a TCP peer always is. Not "": an empty value
 # is too easily taken for unset, and unset means the loopback default.
 TRUST_NO_PROXY = "none"
+
+
+# What KubeRay gives the workers of a GCS fault-tolerant cluster: a worker's raylet waits this long
+# for a restarted head before it exits. Ray's default (60 s) is the head's own restart budget, so
+# with it the workers could give up before the head is back.
+WORKER_GCS_RECONNECT_TIMEOUT_S = 600
+# `ray start --head` leaves this file in its temp folder naming the cluster's GCS address.
+RAY_ADDRESS_FILE = "ray_current_cluster"
+
+
+@dataclass(frozen=True)
+class GcsRedis:
+    """GCS fault tolerance: the head's GCS keeps the cluster's metadata (the detached shard actors,
+    the Serve controller's checkpoint) in this Redis, so a restarted head takes the cluster back
+    with its worker nodes and their shard actors instead of starting an empty one."""
+
+    address: str  # host:port
+    password: str | None = field(default=None, repr=False)
+    # RAY_external_storage_namespace: the head's keys in Redis, one namespace per cluster sharing
+    # the Redis; a restarted head must be given the same one (KubeRay uses the RayCluster's UID).
+    namespace: str = "ufme"
 
 
 def forwarded_allow_ips(trusted_proxies: Sequence[str]) -> str:
@@ -85,13 +108,14 @@ def ensure_auth_token() -> str:
 
 def start_local_head(
     *, num_cpus: int | None, gcs_port: int, dashboard_port: int, metrics_port: int, agent_port: int,
-    temp_dir: Path | None = None, trusted_proxies: Sequence[str] = (),
+    temp_dir: Path | None = None, trusted_proxies: Sequence[str] = (), redis: GcsRedis | None = None,
 ) -> None:
     """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default).
 
     The dashboard agent (which runs submitted jobs) gets its own port instead of Ray's fixed
     default 52365, so another local cluster (a test session) can still run jobs beside this one.
     Forwarded headers count only from `trusted_proxies` (`network.trusted_proxies`; none by default).
+    With `redis`, the GCS is fault tolerant (Ray's RAY_REDIS_ADDRESS and --redis-password).
     """
     _check_port_free(gcs_port, "--gcs-port")
     _check_port_free(dashboard_port, "--dashboard-port")
@@ -104,10 +128,47 @@ def start_local_head(
         command.append(f"--num-cpus={num_cpus}")
     if temp_dir is not None:
         command.append(f"--temp-dir={temp_dir}")
+        # A killed head leaves this file behind; with a worker of its cluster on this machine still
+        # naming that GCS address, `ray start --head` takes it for a running head and refuses. The
+        # GCS port is free (checked above), so the file is stale.
+        (temp_dir / RAY_ADDRESS_FILE).unlink(missing_ok=True)
     env = {**auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies)}
+    if redis is not None:
+        env.update({"RAY_REDIS_ADDRESS": redis.address, "RAY_external_storage_namespace": redis.namespace})
+        if redis.password:
+            command.append(f"--redis-password={redis.password}")
+    _ray_start(command, env, "ray start --head")
+
+
+def start_worker_node(
+    *, gcs_address: str, num_cpus: int, shard_slots: int, metrics_port: int, agent_port: int, temp_dir: Path,
+    trusted_proxies: Sequence[str] = (),
+) -> None:
+    """`ray start --address`: a node of this machine joins the cluster whose GCS is at `gcs_address`,
+    offering `num_cpus` CPUs (Serve replicas) and `shard_slots` gallery shard actors (the Ray
+    resource the shard actors ask for when `up --shard-nodes` pins them). Its temp folder is its
+    own, so `stop_local_ray(temp_dir)` stops this node and nothing else.
+
+    The cluster's token must be here already (RAY_AUTH_TOKEN or the token file): a new one would not
+    be the cluster's.
+    """
+    command = [
+        _ray_cli(), "start", f"--address={gcs_address}", "--disable-usage-stats", f"--num-cpus={num_cpus}",
+        f"--metrics-export-port={metrics_port}", f"--dashboard-agent-listen-port={agent_port}", f"--temp-dir={temp_dir}",
+    ]
+    if shard_slots:
+        command.append(f"--resources={json.dumps({SHARD_RESOURCE: shard_slots})}")
+    env = {
+        **auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies),
+        "RAY_gcs_rpc_server_reconnect_timeout_s": str(WORKER_GCS_RECONNECT_TIMEOUT_S),
+    }
+    _ray_start(command, env, "ray start --address")
+
+
+def _ray_start(command: list[str], env: dict[str, str], what: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
-        raise ClusterError(f"`ray start --head` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise ClusterError(f"`{what}` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
 
 
 def cluster_processes(temp_dir: Path) -> list[psutil.Process]:
@@ -193,6 +254,15 @@ class DashboardClient:
             return True
         except httpx.HTTPError:
             return False
+
+    def wait_reachable(self, *, timeout_s: float) -> None:
+        """Poll until the dashboard answers: `ray start --head` may return before it does, and a head
+        that reads a GCS fault-tolerant cluster back from Redis starts its dashboard late."""
+        deadline = time.monotonic() + timeout_s
+        while not self.reachable():
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the dashboard at {self.address} did not answer within {timeout_s:.0f} s")
+            time.sleep(0.5)  # polling interval
 
     def deploy(self, config: dict[str, Any]) -> None:
         try:

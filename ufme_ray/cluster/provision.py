@@ -3,7 +3,9 @@
 up: the data folder and its secrets (API keys file, admin key, audit subject key), the Serve config
 rendered with this machine's paths, the cluster token, a local head unless an address is given,
 the deploy through the dashboard, then GET /ready. down: the Serve applications removed, the local
-head (only its own temp folder's processes) stopped. Progress goes to a callback, one line a step.
+head (only its own temp folder's processes) stopped. join / leave: a worker node of this machine
+(CPUs for replicas, slots for shard actors) joins a cluster, or stops. Progress goes to a callback,
+one line a step.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from ufme_ray import cluster
 from ufme_ray.client import ADMIN_KEY_FILE, KEYS_FILE
 from ufme_ray.config import LIVE_SECTIONS, ConfigError, UfmeSettings, deep_merge
+from ufme_ray.serve_config import APP_NAME, SHARD_RESOURCE
 from ufme_ray.serving.auth import add_key_to_file, write_secret_file
 
 Report = Callable[[str], None]
@@ -34,10 +37,22 @@ class LocalHead:
     metrics_port: int = 8080  # what Prometheus scrapes
     agent_port: int = 52366  # not Ray's default 52365, so a test cluster beside it can run jobs too
     temp_dir: Path = field(default_factory=cluster.cluster_temp_dir)
+    redis: cluster.GcsRedis | None = None  # GCS fault tolerance
 
     @property
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
+
+
+@dataclass(frozen=True)
+class WorkerNode:
+    """A worker node of this machine that `join` starts (and `leave` stops)."""
+
+    num_cpus: int = 0  # like KubeRay's shard group: no CPU, so no Serve replica lands there
+    shard_slots: int = 1
+    metrics_port: int = 8080
+    agent_port: int = 52366
+    temp_dir: Path = field(default_factory=cluster.cluster_temp_dir)
 
 
 def find_serve_config(given: Path | None) -> Path:
@@ -95,6 +110,15 @@ def render_for_up(serve_config: Path, overrides: dict[str, Any]) -> dict[str, An
     return cluster.render_serve_config(serve_config, overrides, live)
 
 
+def pin_shards_to_shard_nodes(config: dict[str, Any]) -> None:
+    """Each shard actor asks for one shard slot and no CPU, as on KubeRay (the overlays'
+    serve-overrides.yaml): shards run only on nodes that offer slots (`join --shard-slots`), and a
+    shard that loses its node restarts on another node with a free slot."""
+    for app in config["applications"]:
+        if app["name"] == APP_NAME:
+            app.setdefault("args", {}).update(shard_num_cpus=0, shard_resources={SHARD_RESOURCE: 1})
+
+
 def up(
     settings: UfmeSettings,
     *,
@@ -103,21 +127,30 @@ def up(
     address: str | None = None,
     port: int = 8000,
     shards: int | None = None,
+    shard_nodes: bool = False,
     timeout_s: float = 600,
     report: Report,
     on_wait: Report | None = None,
 ) -> str:
     """Deploy the service on the cluster at `address` (default: a new local head) and wait until
-    it is ready; returns its URL. `on_wait` gets the last readiness answer once a poll.
+    it is ready; returns its URL. `on_wait` gets the last readiness answer once a poll. With
+    `shard_nodes`, the shard actors run only on shard nodes (`join`).
+
+    A head with GCS fault tolerance (`head.redis`) that died is taken back by the same `up`: the
+    new head reads the cluster from Redis, its worker nodes and their shard actors with it.
 
     Raises ConfigError (settings, serve config), ClusterError (ray start, deploy, not ready in
     `timeout_s`), OSError (the data folder).
     """
     config = render_for_up(find_serve_config(serve_config), service_settings(settings, shards=shards, report=report))
     config.setdefault("http_options", {})["port"] = port
+    if shard_nodes:
+        pin_shards_to_shard_nodes(config)
     token = cluster.ensure_auth_token()
     if address is None:
         report(f"starting a local Ray head (token auth on, metrics on port {head.metrics_port}) ...")
+        if head.redis is not None:
+            report(f"GCS fault tolerance: cluster metadata in Redis at {head.redis.address} (namespace {head.redis.namespace})")
         cluster.start_local_head(
             **{f.name: getattr(head, f.name) for f in dataclasses.fields(head)},
             trusted_proxies=settings.network.trusted_proxies,
@@ -126,8 +159,11 @@ def up(
         report(f"network.trusted_proxies applies where a node starts: give each node's `ray start` "
                f"{cluster.FORWARDED_ALLOW_IPS}={cluster.forwarded_allow_ips(settings.network.trusted_proxies)}")
     dashboard = address or head.dashboard_url
+    client = cluster.DashboardClient(dashboard, token)
+    if address is None:
+        client.wait_reachable(timeout_s=timeout_s)
     report(f"deploying the Serve application to {dashboard} ...")
-    cluster.DashboardClient(dashboard, token).deploy(config)
+    client.deploy(config)
     url = f"http://127.0.0.1:{port}"
     cluster.wait_until_ready(url, timeout_s=timeout_s, on_wait=on_wait)
     report(f"UFME-Ray is ready at {url} (OpenAPI: {url}/docs)")
@@ -154,3 +190,22 @@ def down(*, head: LocalHead, address: str | None = None, report: Report) -> None
         report(f"stopped the local Ray cluster of {head.temp_dir} ({stopped} processes; the gallery stays in its storage)")
     else:
         report("the shard actors (detached) keep running on that cluster; the next deploy reuses them")
+
+
+def join(settings: UfmeSettings, *, gcs_address: str, node: WorkerNode, report: Report) -> None:
+    """Start a worker node of this machine in the cluster whose GCS is at `gcs_address` (host:port).
+
+    Raises ClusterError if `ray start` fails (the cluster's token missing here, the GCS unreachable).
+    """
+    report(f"joining the Ray cluster at {gcs_address}: {node.num_cpus} CPUs, {node.shard_slots} shard slots ...")
+    cluster.start_worker_node(
+        gcs_address=gcs_address, trusted_proxies=settings.network.trusted_proxies,
+        **{f.name: getattr(node, f.name) for f in dataclasses.fields(node)},
+    )
+    report(f"joined; `ufme-ray leave --temp-dir {node.temp_dir}` stops this node")
+
+
+def leave(*, temp_dir: Path, report: Report) -> None:
+    """Stop this machine's node of `temp_dir` (its shard actors restart on another shard node)."""
+    stopped = cluster.stop_local_ray(temp_dir)
+    report(f"stopped the Ray node of {temp_dir} ({stopped} processes)")
