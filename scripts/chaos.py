@@ -212,6 +212,10 @@ def main() -> int:
         # `down` stops this machine's head only: on a GCS fault-tolerant cluster the shard node keeps the
         # cluster's state in Redis, so `up` would be a head loss again, not a cold start.
         parser.error("down-up does not run on the cluster of nodes that head-loss and node-loss need: run it apart")
+    if NODE_FAULTS & set(args.faults or ()) and Upgrade.key in args.faults:
+        # The upgrade moves the load to a second cluster and stops the first: the node faults that
+        # follow it would act on the stopped one.
+        parser.error("upgrade does not run with head-loss and node-loss: run it apart")
     results = []
     for storage in args.storage:
         results.append(run_storage(storage, args))
