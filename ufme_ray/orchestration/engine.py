@@ -71,8 +71,9 @@ class LivePolicy:
     duplicates: DuplicatePolicy
 
 
-async def _none() -> None:
-    return None
+async def _scores(stage, crops: list) -> np.ndarray | None:
+    """A score stage's answer; a stage without a model gets no crops and no call (it would answer None)."""
+    return await stage(crops) if crops else None
 
 
 def _strictest(policies: list[LivePolicy]) -> LivePolicy:
@@ -164,9 +165,9 @@ class Engine:
             return ImageAnalysis(image.width, image.height, image.format, [])
         crops = await asyncio.to_thread(stage_crops, self.specs, image.bgr, faces)
         quality, liveness, morph, embeddings = await asyncio.gather(
-            self.stages.quality(crops["quality"]),
-            self.stages.liveness(crops["liveness"]),
-            self.stages.morph(crops["morph"]) if self.specs.morph else _none(),  # no call for a stage without a model
+            _scores(self.stages.quality, crops["quality"]),
+            _scores(self.stages.liveness, crops["liveness"]),
+            _scores(self.stages.morph, crops["morph"]),
             self.stages.embed(crops["embedder"]),
         )
         analyses = assemble_faces(faces, quality, liveness, morph, embeddings, thresholds)

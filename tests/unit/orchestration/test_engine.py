@@ -51,6 +51,7 @@ class FakeStages:
         self.faces, self.quality_score, self.liveness_score = faces, quality, liveness
         self.embeddings = embeddings or [unit(i) for i in range(len(faces))]
         self.detect_thresholds: list[float] = []
+        self.morph_calls = 0
 
     async def detect(self, image_bgr, score_min):
         self.detect_thresholds.append(score_min)
@@ -63,6 +64,7 @@ class FakeStages:
         return np.full(len(crops), self.liveness_score, np.float32)
 
     async def morph(self, crops):
+        self.morph_calls += 1
         return None
 
     async def embed(self, crops):
@@ -249,6 +251,15 @@ def test_identify_decides_match_unknown_and_rejected_per_face(tmp_path):
     spoof = FakeStages([face_at(100, 100, 150)], liveness=0.01)
     rejected = run(engine_for(spoof, gallery, tmp_path).identify(PHOTO, top_k=3)).faces[0]
     assert rejected.decision.status == "rejected" and rejected.candidates == []
+
+
+def test_a_stage_without_a_model_is_not_called(tmp_path):
+    stages = FakeStages([face_at(100, 100, 150)])
+    engine = engine_for(stages, tmp_path=tmp_path)
+    assert engine.specs.morph is None  # the default model set has no morph model
+    face = run(engine.analyze(PHOTO)).faces[0].face
+    assert stages.morph_calls == 0
+    assert face.morph is None and face.quality == pytest.approx(0.9)
 
 
 def test_reading_verifying_or_erasing_an_unknown_subject_is_refused(tmp_path):

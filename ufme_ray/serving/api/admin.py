@@ -11,7 +11,7 @@ from ufme_ray.orchestration.compactions import read_last_compaction
 from ufme_ray.serving.api import presenters, schemas
 from ufme_ray.serving.api.auditing import audited
 from ufme_ray.serving.api.dependencies import ServicesDep, StoreDep, allow_gallery, require
-from ufme_ray.serving.api.openapi import ERRORS
+from ufme_ray.serving.api.openapi import ERRORS, PageLimit
 
 router = APIRouter(prefix="/api/v1", tags=["admin"], responses=ERRORS, dependencies=[Depends(require("admin"))])
 
@@ -67,7 +67,7 @@ async def audit_trail(
     subject_id: Annotated[str | None, Query()] = None,
     gallery_id: Annotated[str | None, Query(description="Only records of requests that acted in this gallery.")] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ):
     """Audit records, oldest first (admin only). Reading the trail is itself recorded, with its filters."""
 

@@ -6,14 +6,12 @@ A gallery's subjects and searches are under /api/v1/galleries/{gallery_id}/subje
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 
 from ufme_ray.serving.api import presenters, schemas
 from ufme_ray.serving.api.auditing import audited
 from ufme_ray.serving.api.dependencies import ServicesDep, allow_gallery, require
-from ufme_ray.serving.api.openapi import ERRORS, GalleryId
+from ufme_ray.serving.api.openapi import ERRORS, GalleryId, PageLimit, PageOffset
 
 router = APIRouter(prefix="/api/v1/galleries", tags=["galleries"], responses=ERRORS, dependencies=[Depends(require("admin"))])
 
@@ -34,8 +32,8 @@ async def create_gallery(body: schemas.GalleryIn, request: Request, services: Se
 async def list_galleries(
     request: Request,
     services: ServicesDep,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: PageOffset = 0,
+    limit: PageLimit = 100,
 ):
     """The galleries, by id, a page at a time (those the key may use)."""
     principal = request.state.principal

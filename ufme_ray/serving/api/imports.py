@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Request
 
 from ufme_ray.orchestration.imports import IMPORT_ID_PATTERN, ImportState, list_states, read_state
 from ufme_ray.serving.api import schemas
 from ufme_ray.serving.api.auditing import audited
 from ufme_ray.serving.api.dependencies import ServicesDep, StoreDep, allow_gallery, require
 from ufme_ray.serving.api.errors import ApiError
-from ufme_ray.serving.api.openapi import ERRORS
+from ufme_ray.serving.api.openapi import ERRORS, PageLimit, PageOffset
 
 router = APIRouter(prefix="/api/v1/imports", tags=["imports"], responses=ERRORS, dependencies=[Depends(require("enrol"))])
 
@@ -42,8 +42,8 @@ async def list_imports(
     request: Request,
     services: ServicesDep,
     store: StoreDep,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: PageOffset = 0,
+    limit: PageLimit = 100,
 ):
     """The imports into the galleries the key may use, newest first, a page at a time."""
     principal = request.state.principal

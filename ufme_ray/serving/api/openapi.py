@@ -1,17 +1,20 @@
-"""What every router documents the same way: error answers, image bodies, path parameters."""
+"""What every router documents the same way: error answers, image bodies, path and paging parameters."""
 
 from __future__ import annotations
 
 import copy
 from typing import Annotated
 
-from fastapi import Header, Path
+from fastapi import Header, Path, Query
 from pydantic import BaseModel
 
 from ufme_ray.serving.api import schemas
 
 SubjectId = Annotated[str, Path(pattern=schemas.SUBJECT_ID_PATTERN, description="Your identifier of the person.")]
 GalleryId = Annotated[str, Path(pattern=schemas.GALLERY_ID_PATTERN, description="The gallery (watchlist, site, tenant).")]
+# A list route's page: where it starts and how many items at most.
+PageOffset = Annotated[int, Query(ge=0, le=1_000_000)]
+PageLimit = Annotated[int, Query(ge=1, le=1000)]
 IdempotencyKey = Annotated[
     str | None,
     Header(

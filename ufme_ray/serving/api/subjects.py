@@ -4,9 +4,7 @@ the gallery `default`, under /api/v1/subjects as before galleries existed."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 
 from ufme_ray.gallery.galleries import DEFAULT_GALLERY
 from ufme_ray.orchestration.engine import Idempotency
@@ -14,7 +12,7 @@ from ufme_ray.orchestration.errors import DuplicateFaceError
 from ufme_ray.serving.api import presenters, schemas
 from ufme_ray.serving.api.auditing import audited
 from ufme_ray.serving.api.dependencies import ServicesDep, allow_gallery, intake_for, require
-from ufme_ray.serving.api.openapi import ERRORS, GalleryId, IdempotencyKey, SubjectId, image_body
+from ufme_ray.serving.api.openapi import ERRORS, GalleryId, IdempotencyKey, PageLimit, PageOffset, SubjectId, image_body
 from ufme_ray.serving.api.inputs import read_image_request
 from ufme_ray.serving.auth import ROLE_GRANTS
 
@@ -125,8 +123,8 @@ async def list_subjects(
     gallery_id: GalleryId,
     request: Request,
     services: ServicesDep,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: PageOffset = 0,
+    limit: PageLimit = 100,
 ):
     """The gallery's subject ids in order, a page at a time."""
     allow_gallery(request, gallery_id)
