@@ -48,6 +48,25 @@ NODE_LOSS_RECOVERY_S = 60.0
 
 
 @dataclass(frozen=True)
+class Promise:
+    """What the service promises while a fault lasts, checked over the answers sent during it
+    (`ChaosRun.broken_promises`). The ledger's checks (nothing lost or resurrected) hold for every fault."""
+
+    recovery_within_s: float | None = None  # correct answers again this soon after the fault began
+    # The only statuses a failed write may get besides the refusals (4xx) that say nothing happened;
+    # None: any (a killed replica's requests may end in a 500).
+    write_failures: frozenset[str] | None = None
+    reads_may_fail: bool = True
+
+
+# A head or node loss: back within the bound; a write fails with a clean 503, or never reaches a
+# listening service (refused, timed out, cut) while the head is down; never another 5xx.
+NODE_LOSS_PROMISE = Promise(
+    recovery_within_s=NODE_LOSS_RECOVERY_S, write_failures=frozenset({"503", REFUSED, "timeout", "connection"})
+)
+
+
+@dataclass(frozen=True)
 class Target:
     """How to reach the service and its cluster."""
 
@@ -79,6 +98,7 @@ class FaultResult:
     injected_s: float  # how long the injection itself took (an outage's length, a job's run)
     recovery_s: float | None  # start of the fault -> a correct identify and an acknowledged enrol
     notes: dict = field(default_factory=dict)
+    promise: Promise = Promise()
 
 
 class Fault:
@@ -86,6 +106,7 @@ class Fault:
     `name` heads its row in the report; `key` names it on the harness's command line."""
 
     name = key = "fault"
+    promise = Promise()
 
     def inject(self, run: "ChaosRun") -> dict:
         raise NotImplementedError
@@ -180,6 +201,8 @@ class Upgrade(Fault):
     the switch finish there."""
 
     key = "upgrade"
+    # Reads never fail because of the switch; a write fails only with a clean 503.
+    promise = Promise(write_failures=frozenset({"503"}), reads_may_fail=False)
 
     def __init__(self, start_new: Callable[[], Target], stop_old: Callable[[], None], *,
                  deletion_delay_s: float = 10.0, name: str = "upgrade"):
@@ -228,6 +251,7 @@ class HeadLoss(Fault):
     shard actors on the worker node must survive it; the notes give their processes before and after."""
 
     name, key = "head loss", "head-loss"
+    promise = NODE_LOSS_PROMISE
 
     def __init__(self, head_processes: Callable[[], list[psutil.Process]], restart: Callable[[], None]):
         self.head_processes, self.restart = head_processes, restart
@@ -253,6 +277,7 @@ class NodeLoss(Fault):
     joins; the shard actors restart there and restore from storage."""
 
     name, key = "node loss", "node-loss"
+    promise = NODE_LOSS_PROMISE
 
     def __init__(self, raylet: Callable[[], psutil.Process], replace: Callable[[], None]):
         self.raylet, self.replace = raylet, replace
@@ -506,7 +531,8 @@ class ChaosRun:
                 injected_s = time.monotonic() - started
                 recovery_s = self._recovered(started, recovery_timeout_s)
                 self.results.append(FaultResult(fault.name, started, round(injected_s, 2),
-                                                None if recovery_s is None else round(recovery_s, 2), notes))
+                                                None if recovery_s is None else round(recovery_s, 2), notes,
+                                                fault.promise))
                 time.sleep(settle_s)
             self.phase = "final check"
         finally:
@@ -571,17 +597,26 @@ class ChaosRun:
 
     # --- the report -----------------------------------------------------------------------------
 
-    def upgrade_failures(self) -> list[str]:
-        """During an upgrade reads never fail, and a write fails only with a clean 503."""
-        upgrades = {r.name for r in self.results if isinstance(r.notes, dict) and "new_ready_s" in r.notes}
-        problems = []
+    def broken_promises(self) -> list[str]:
+        """What each fault's `Promise` rules out and its phase's answers did anyway."""
+        by_phase: dict[str, list[Answer]] = defaultdict(list)
         for answer in self.answers:
-            if answer.phase not in upgrades or answer.ok:
-                continue
-            if answer.operation not in WRITE_OPERATIONS:
-                problems.append(f"{answer.phase}: a read ({answer.operation}) failed with {answer.status}")
-            elif answer.status != "503" and not (answer.status.isdigit() and int(answer.status) in REFUSALS):
-                problems.append(f"{answer.phase}: a write ({answer.operation}) failed with {answer.status}, not 503")
+            by_phase[answer.phase].append(answer)
+        problems = []
+        for result in self.results:
+            promise = result.promise
+            if promise.recovery_within_s is not None and result.recovery_s is not None \
+                    and result.recovery_s > promise.recovery_within_s:
+                problems.append(f"{result.name}: the service answered correctly again only after {result.recovery_s} s")
+            for answer in by_phase[result.name]:
+                if answer.ok:
+                    continue
+                if answer.operation not in WRITE_OPERATIONS:
+                    if not promise.reads_may_fail:
+                        problems.append(f"{result.name}: a read ({answer.operation}) failed with {answer.status}")
+                elif promise.write_failures is not None and answer.status not in promise.write_failures \
+                        and not (answer.status.isdigit() and int(answer.status) in REFUSALS):
+                    problems.append(f"{result.name}: a write ({answer.operation}) failed with {answer.status}")
         return problems
 
     def report(self) -> list[dict]:

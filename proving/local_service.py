@@ -21,7 +21,7 @@ from typing import IO
 import psutil
 
 from proving.redis_server import RedisServer
-from proving.seaweedfs import free_ports
+from proving.servers import free_ports
 from ufme_ray import cluster
 
 UFME_RAY = [sys.executable, "-m", "ufme_ray.cli"]

@@ -8,19 +8,17 @@ never on a command line.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from proving.seaweedfs import free_ports
+from proving.servers import free_ports, stop_process_group
+from ufme_ray.serving.auth import write_secret_file
 
 _READY_TIMEOUT_S = 30.0
-_STOP_TIMEOUT_S = 15.0
 
 
 def redis_binary() -> str:
@@ -28,12 +26,6 @@ def redis_binary() -> str:
     if found is None:
         raise FileNotFoundError("the `redis-server` binary is missing: install Debian's redis-server package")
     return found
-
-
-def _write_secret(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 class RedisServer:
@@ -46,9 +38,9 @@ class RedisServer:
         self.port = free_ports(1)[0]
         self.password = secrets.token_hex(24)
         self.password_file = root / "redis.password"
-        _write_secret(self.password_file, self.password)
+        write_secret_file(self.password_file, self.password)
         self._config = root / "redis.conf"
-        _write_secret(self._config, "\n".join([
+        write_secret_file(self._config, "\n".join([
             "bind 127.0.0.1", f"port {self.port}", "protected-mode yes", f"requirepass {self.password}",
             'save ""', "appendonly no", f"dir {root}", "daemonize no", "",
         ]))
@@ -67,14 +59,7 @@ class RedisServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=_STOP_TIMEOUT_S)
+        stop_process_group(process)
 
     def _wait_ready(self) -> None:
         """Poll until the server answers an authenticated PING (the port open is not enough: loading)."""

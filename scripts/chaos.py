@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proving.chaos import (
     ChaosRun, DownUp, Fault, HeadLoss, KillCompactionJob, KillServeReplica, KillShardActor, Mixed, NodeLoss, RestartS3,
-    NODE_LOSS_RECOVERY_S, Target, Upgrade, one_photo_per_identity,
+    Target, Upgrade, one_photo_per_identity,
 )
 from proving.local_service import HeadPorts, LocalService
 from proving.portable import portable
@@ -149,15 +149,7 @@ def run_storage(storage: str, args: argparse.Namespace) -> dict:
 def failures(rows: list[dict], run: ChaosRun, with_s3: bool) -> list[str]:
     problems = [f"{v.kind}: {v.subject_id} ({v.phase}): {v.detail}" for v in run.violations]
     problems += [f"{r.name}: no recovery" for r in run.results if r.recovery_s is None]
-    problems += run.upgrade_failures()
-    for row in rows:
-        if row["phase"] not in (HeadLoss.name, NodeLoss.name):
-            continue
-        if row["recovery_s"] is not None and row["recovery_s"] > NODE_LOSS_RECOVERY_S:
-            problems.append(f"{row['phase']}: the service answered again only after {row['recovery_s']} s")
-        unclean = {status: n for status, n in row["write_errors"].items() if status.startswith("5") and status != "503"}
-        if unclean:
-            problems.append(f"{row['phase']}: writes answered {unclean}, not a clean 503")
+    problems += run.broken_promises()
     false_acks = sum(count for status, count in run.outage_writes.items() if status.startswith("2"))
     if false_acks:
         problems.append(f"{false_acks} writes acknowledged while the S3 server was down")

@@ -19,7 +19,8 @@ import pytest
 import ray
 
 from proving.chaos import ChaosRun, Target, Upgrade
-from tests.integration.conftest import NUM_SHARDS, free_port
+from proving.local_service import HeadPorts
+from tests.integration.conftest import NUM_SHARDS
 from tests.integration.test_chaos import EMBEDDING_DIM, photos
 from ufme_ray import cluster
 from ufme_ray.config import UfmeSettings
@@ -37,17 +38,17 @@ def test_upgrade_there_and_back_loses_nothing(service, faces_dir):
     settings = UfmeSettings.load(storage_uri=service.storage_uri, gallery={"num_shards": NUM_SHARDS})
     old = Target(url=service.url, api_key=service.keys["admin"], dashboard_url=service.dashboard.address,
                  ray_token=token, settings=settings, embedding_dim=EMBEDDING_DIM)
-    gcs_port, dashboard_port, metrics_port, agent_port, http_port = (free_port() for _ in range(5))
+    ports = HeadPorts.free()
     temp_dir = Path(tempfile.mkdtemp(prefix="ufme-new-", dir="/tmp"))
-    new = Target(url=f"http://127.0.0.1:{http_port}", api_key=old.api_key, dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+    new = Target(url=f"http://127.0.0.1:{ports.port}", api_key=old.api_key, dashboard_url=f"http://127.0.0.1:{ports.dashboard_port}",
                  ray_token=token, settings=settings, embedding_dim=EMBEDDING_DIM)
     seen: dict[str, object] = {}
 
     def start_new() -> Target:
-        cluster.start_local_head(num_cpus=2, gcs_port=gcs_port, dashboard_port=dashboard_port,
-                                 metrics_port=metrics_port, agent_port=agent_port, temp_dir=temp_dir)
+        cluster.start_local_head(num_cpus=2, gcs_port=ports.gcs_port, dashboard_port=ports.dashboard_port,
+                                 metrics_port=ports.metrics_port, agent_port=ports.agent_port, temp_dir=temp_dir)
         config = copy.deepcopy(service.base_config)
-        config["http_options"] = {"host": "127.0.0.1", "port": http_port}
+        config["http_options"] = {"host": "127.0.0.1", "port": ports.port}
         cluster.DashboardClient(new.dashboard_url, token).deploy(config)
         ready = cluster.wait_until_ready(new.url, timeout_s=300)
         # Restored as followers: the session cluster still holds every writer claim.
@@ -95,7 +96,7 @@ def test_upgrade_there_and_back_loses_nothing(service, faces_dir):
     assert seen["restarted_roles"] == ["follower"] * NUM_SHARDS
     assert roles(service) == ["writer"] * NUM_SHARDS  # the load's first requests made them the writers again
     assert run.violations == []
-    assert run.upgrade_failures() == []
+    assert run.broken_promises() == []
     assert all(r.recovery_s is not None for r in run.results), run.results
     rows = {row["phase"]: row for row in run.report()}
     for phase in ("upgrade", "upgrade back"):

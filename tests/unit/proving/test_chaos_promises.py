@@ -1,0 +1,35 @@
+"""Each fault's promise, checked over the answers sent during it (`ChaosRun.broken_promises`)."""
+
+from __future__ import annotations
+
+from proving.chaos import NODE_LOSS_PROMISE, REFUSED, Answer, ChaosRun, FaultResult, Promise, Target, Upgrade
+from ufme_ray.config import UfmeSettings
+
+
+def run_with(promise: Promise, answers: list[tuple[str, str]], recovery_s: float | None = 5.0) -> ChaosRun:
+    target = Target(url="http://127.0.0.1:9", api_key="k", dashboard_url="http://127.0.0.1:9", ray_token=None,
+                    settings=UfmeSettings(), embedding_dim=128)
+    run = ChaosRun(target, [], rate=1.0)
+    run.answers = [Answer(operation, "fault", status, 0.0, 0.1) for operation, status in answers]
+    run.results = [FaultResult("fault", 0.0, 1.0, recovery_s, {}, promise)]
+    return run
+
+
+def test_an_upgrade_allows_a_503_or_a_refusal_and_no_failed_read():
+    assert run_with(Upgrade.promise, [("enrol", "201"), ("enrol", "503"), ("delete", "404"), ("identify", "200")]).broken_promises() == []
+    assert run_with(Upgrade.promise, [("enrol", "500")]).broken_promises() == ["fault: a write (enrol) failed with 500"]
+    assert run_with(Upgrade.promise, [("enrol", "timeout")]).broken_promises() == ["fault: a write (enrol) failed with timeout"]
+    assert run_with(Upgrade.promise, [("identify", "503")]).broken_promises() == ["fault: a read (identify) failed with 503"]
+
+
+def test_a_node_loss_allows_an_unreachable_service_but_no_other_5xx_and_bounds_recovery():
+    quiet = [("enrol", REFUSED), ("enrol", "timeout"), ("delete", "503"), ("identify", "503")]
+    assert run_with(NODE_LOSS_PROMISE, quiet).broken_promises() == []
+    assert run_with(NODE_LOSS_PROMISE, [("gallery", "502")]).broken_promises() == ["fault: a write (gallery) failed with 502"]
+    assert run_with(NODE_LOSS_PROMISE, [], recovery_s=61.0).broken_promises() == [
+        "fault: the service answered correctly again only after 61.0 s"
+    ]
+
+
+def test_a_fault_without_a_promise_is_checked_by_the_ledger_alone():
+    assert run_with(Promise(), [("enrol", "500"), ("identify", "500")], recovery_s=600.0).broken_promises() == []
