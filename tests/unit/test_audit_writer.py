@@ -1,5 +1,5 @@
-"""The audit writer's group commit: records that arrive while a write is in flight share the next
-object, and every record is durable when `record` returns."""
+"""The audit writer's group commit: a record waits for no window, records that arrive while a write
+is in flight share the next object, and every record is durable when `record` returns."""
 
 from __future__ import annotations
 
@@ -43,9 +43,15 @@ def stored_ids(store: SlowStore) -> list[str]:
     return sorted(r.request_id for key in store.list(PREFIX) for r in decode_batch(key, store.read(key)))
 
 
-def test_each_record_is_durable_when_record_returns(tmp_path):
+def test_each_record_is_durable_when_record_returns_without_a_waiting_window(tmp_path, monkeypatch):
     store = SlowStore(tmp_path, delay_s=0.0)
     writer = AuditWriter(store)
+    waits: list[float] = []
+
+    async def no_sleep(delay: float, *args) -> None:  # a fixed window would put each request's answer off by it
+        waits.append(delay)
+
+    monkeypatch.setattr("ufme_ray.audit.asyncio.sleep", no_sleep)
 
     async def one_after_another() -> list[list[str]]:
         seen = []
@@ -55,7 +61,7 @@ def test_each_record_is_durable_when_record_returns(tmp_path):
         return seen
 
     assert asyncio.run(one_after_another()) == [["r0"], ["r0", "r1"], ["r0", "r1", "r2"]]
-    assert store.writes == 3
+    assert store.writes == 3 and waits == []
 
 
 def test_records_arriving_during_a_write_share_the_next_object(tmp_path):
