@@ -3,8 +3,9 @@
 Run a service first (`ufme-ray up`, then `ufme-ray demo` to give identify a gallery), then, with
 the same UFME_DATA_DIR (the admin key is read from there, or from UFME_API_KEY):
     python scripts/bench_pipeline.py --url http://127.0.0.1:8000 [--photos ../shared/faces/lfw] [--requests 200]
-Prints a table and writes JSON (--out). The in-process chain (the limit) runs first, on the same
-photos, while the service is idle. --providers sets the in-process chain's onnxruntime execution
+Prints a table and writes JSON (--out). The in-process chain (the limit) runs on the same photos
+while the service is idle, first and again after the HTTP runs; the ratios (throughput, and p50
+latency) are against the better of the two. --providers sets the in-process chain's onnxruntime execution
 providers (runtime.providers; the service has its own settings) and the JSON records what its
 sessions got; --in-process-only needs no service:
     python scripts/bench_pipeline.py --in-process-only --providers CUDAExecutionProvider CPUExecutionProvider
@@ -115,15 +116,30 @@ def main(argv: list[str] | None = None) -> int:
     report = {"photos": len(photos), "in_process": chains[0], "in_process_by_precision": chains}
     levels = [] if args.in_process_only else args.concurrency
     report["http"] = [over_http(args.url, photos, c, args.requests) for c in levels]
-    limit = report["in_process"]["images_per_s"]
-    print(f"\n{'mode':<16}{'images/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs in-process':>15}")
+    references = [chains[0]]
+    if levels:
+        # The limit again after the service's runs: one run of it moves by several ms on a shared
+        # machine, and the ratios take the better of the two (the stricter target).
+        report["in_process_after"] = in_process(photos, repeats, args.providers, args.precision[0])
+        references.append(report["in_process_after"])
+    limit = max(r["images_per_s"] for r in references)
+    fastest_p50 = min(r["p50_ms"] for r in references)
+    report["reference"] = {"images_per_s": limit, "p50_ms": fastest_p50}
+    print(f"\n{'mode':<22}{'images/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'images/s ×':>12}{'p50 ×':>8}")
+
+    def row(name: str, result: dict) -> None:
+        result["ratio_to_in_process"] = result["images_per_s"] / limit
+        result["p50_ratio_to_in_process"] = result["p50_ms"] / fastest_p50
+        statuses = f"   {result['statuses']}" if "statuses" in result else ""
+        print(f"{name:<22}{result['images_per_s']:>10.1f}{result['p50_ms']:>10.1f}{result['p99_ms']:>10.1f}"
+              f"{result['ratio_to_in_process']:>12.2f}{result['p50_ratio_to_in_process']:>8.2f}{statuses}")
+
     for chain in chains:
-        chain["ratio_to_in_process"] = chain["images_per_s"] / limit
-        name = f"in-process {chain['precision']}"
-        print(f"{name:<16}{chain['images_per_s']:>10.1f}{chain['p50_ms']:>10.1f}{chain['p99_ms']:>10.1f}{chain['ratio_to_in_process']:>15.2f}")
-    for row in report["http"]:
-        row["ratio_to_in_process"] = row["images_per_s"] / limit
-        print(f"{'HTTP c=' + str(row['concurrency']):<16}{row['images_per_s']:>10.1f}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{row['ratio_to_in_process']:>15.2f}   {row['statuses']}")
+        row(f"in-process {chain['precision']}", chain)
+    if levels:
+        row(f"in-process {args.precision[0]} again", report["in_process_after"])
+    for result in report["http"]:
+        row(f"HTTP c={result['concurrency']}", result)
     report["load_average"] = os.getloadavg()
     print(f"load average (1, 5, 15 min) at the end: {report['load_average']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

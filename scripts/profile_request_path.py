@@ -7,8 +7,8 @@ Photo by photo, one request at a time (concurrency 1), it times
   1. each step of the chain in this process (decode, detect, crops, quality, liveness, embed);
   2. the same steps as calls on the stage deployments' handles from a driver on the cluster (what
      the Gateway does, with the same inputs), the four face stages also concurrently as the Gateway
-     sends them, and the Searcher's search;
-  3. one audit record, as the Gateway writes it before answering (group-commit window, then a
+     sends them, and the search over the shard actors (the Gateway calls them itself);
+  3. one audit record, as the Gateway writes it before answering (group commit, then a
      write-once object; here on a file:// store in a temporary folder);
   4. POST /api/v1/analyze (no search) and POST /api/v1/identify over HTTP.
 Prints p50 per step side by side and writes JSON (--out). Quiet machine only: record the load.
@@ -26,9 +26,16 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-# A driver joins the cluster `ufme-ray up` started, which has Ray token authentication on; Ray reads
-# the mode when it is imported.
+from ufme_ray import serve_transport  # light: imports no Ray
+from ufme_ray.config import ImageLimits, UfmeSettings
+
+# A driver joins the cluster `ufme-ray up` started, which has Ray token authentication on, and calls
+# the stages over the transport the Gateway uses; Ray reads both when it is imported.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# Not the throughput mode's router in the caller's loop: this driver calls from more than one loop.
+os.environ.setdefault("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "1")
+for name, value in serve_transport.node_env(ImageLimits()).items():
+    os.environ.setdefault(name, value)
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -39,8 +46,8 @@ from tqdm import tqdm  # noqa: E402
 from ufme_ray import cluster  # noqa: E402
 from ufme_ray.audit import AuditRecord, AuditWriter  # noqa: E402
 from ufme_ray.client import find_api_key  # noqa: E402
-from ufme_ray.config import UfmeSettings  # noqa: E402
 from ufme_ray.gallery.storage import open_storage  # noqa: E402
+from ufme_ray.serving.shard_calls import ShardDirectory  # noqa: E402
 from ufme_ray.vision.pipeline import Pipeline, stage_crops  # noqa: E402
 from ufme_ray.vision.registry import ModelSpecs  # noqa: E402
 
@@ -84,9 +91,10 @@ def in_process(pipeline: Pipeline, specs: ModelSpecs, photos: list[bytes], clock
     return inputs
 
 
-async def through_serve(app: str, inputs: list[tuple], score_min: float, clock: Clock) -> None:
+async def through_serve(app: str, inputs: list[tuple], score_min: float, num_shards: int, clock: Clock) -> None:
     handle = {name: serve.get_deployment_handle(name, app_name=app)
-              for name in ("Detector", "Quality", "Liveness", "Morph", "Embedder", "Searcher")}
+              for name in ("Detector", "Quality", "Liveness", "Morph", "Embedder")}
+    shards = ShardDirectory(num_shards)
     for bgr, _, crops, embeddings in tqdm(inputs, desc="serve handles", unit="img"):
         await clock.time_async("detect", handle["Detector"].detect.remote(bgr, score_min))
         await clock.time_async("quality", handle["Quality"].score.remote(crops["quality"]))
@@ -97,7 +105,7 @@ async def through_serve(app: str, inputs: list[tuple], score_min: float, clock: 
             handle["Quality"].score.remote(crops["quality"]), handle["Liveness"].score.remote(crops["liveness"]),
             handle["Morph"].score.remote([]), handle["Embedder"].embed.remote(crops["embedder"]),
         ))
-        await clock.time_async("search", handle["Searcher"].search.remote(np.asarray(embeddings), 5, ["default"]))
+        await clock.time_async("search", shards.search(np.asarray(embeddings), 5, ["default"]))
 
 
 async def audit_records(count: int, clock: Clock) -> None:
@@ -143,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     inputs = in_process(pipeline, specs, photos, local)
     cluster.ensure_auth_token()
     ray.init(address=args.address, log_to_driver=False)
-    served = Clock()
-    asyncio.run(through_serve(args.app, inputs[:1], pipeline.thresholds.detection_min, Clock()))  # warm-up
-    asyncio.run(through_serve(args.app, inputs, pipeline.thresholds.detection_min, served))
+    served, shards = Clock(), settings.gallery.num_shards
+    asyncio.run(through_serve(args.app, inputs[:1], pipeline.thresholds.detection_min, shards, Clock()))  # warm-up
+    asyncio.run(through_serve(args.app, inputs, pipeline.thresholds.detection_min, shards, served))
     ray.shutdown()
     asyncio.run(audit_records(len(inputs), served))
     http = Clock()

@@ -12,6 +12,9 @@ import httpx
 import numpy as np
 import pytest
 import ray
+from PIL import Image
+
+from tests.integration.conftest import largest_face
 
 pytestmark = pytest.mark.ray
 
@@ -109,6 +112,17 @@ def test_open_set_identification_on_lfw(service, lfw_gallery):
     # leaves ~10 probes of margin for scores that sit on the threshold.
     assert matched >= 0.88
     assert unknown_rate >= 0.95
+
+
+def test_a_12_megapixel_photo_crosses_every_hop(service, lfw_gallery, tmp_path):
+    """Decoded it is 36 MB, nine times Ray's default gRPC message limit (4 MiB) between replicas:
+    the nodes start with the limit the image limits need (serve_transport)."""
+    _, probes, _ = lfw_gallery
+    name, probe = probes[0]
+    big = tmp_path / "big.jpg"
+    Image.open(probe).resize((4000, 3000)).save(big, quality=90)
+    decision = largest_face(identify(service, big))["decision"]
+    assert decision["subject_id"] == name, decision
 
 
 def test_verify_against_subject_and_between_images(service, lfw_gallery):

@@ -26,7 +26,8 @@ import httpx
 import psutil
 import yaml
 
-from ufme_ray.config import deep_merge
+from ufme_ray import serve_transport
+from ufme_ray.config import ImageLimits, deep_merge
 from ufme_ray.serve_config import APP_NAME, GATEWAY_DEPLOYMENT, SHARD_RESOURCE
 
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
@@ -109,6 +110,7 @@ def ensure_auth_token() -> str:
 def start_local_head(
     *, num_cpus: int | None, gcs_port: int, dashboard_port: int, metrics_port: int, agent_port: int,
     temp_dir: Path | None = None, trusted_proxies: Sequence[str] = (), redis: GcsRedis | None = None,
+    image_limits: ImageLimits | None = None,
 ) -> None:
     """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default).
 
@@ -116,6 +118,7 @@ def start_local_head(
     default 52365, so another local cluster (a test session) can still run jobs beside this one.
     Forwarded headers count only from `trusted_proxies` (`network.trusted_proxies`; none by default).
     With `redis`, the GCS is fault tolerant (Ray's RAY_REDIS_ADDRESS and --redis-password).
+    Serve speaks gRPC within `image_limits` (`serve_transport`; the defaults when None).
     """
     _check_port_free(gcs_port, "--gcs-port")
     _check_port_free(dashboard_port, "--dashboard-port")
@@ -132,7 +135,7 @@ def start_local_head(
         # naming that GCS address, `ray start --head` takes it for a running head and refuses. The
         # GCS port is free (checked above), so the file is stale.
         (temp_dir / RAY_ADDRESS_FILE).unlink(missing_ok=True)
-    env = {**auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies)}
+    env = {**_serve_env(image_limits), **auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies)}
     if redis is not None:
         env.update({"RAY_REDIS_ADDRESS": redis.address, "RAY_external_storage_namespace": redis.namespace})
         if redis.password:
@@ -142,7 +145,7 @@ def start_local_head(
 
 def start_worker_node(
     *, gcs_address: str, num_cpus: int, shard_slots: int, metrics_port: int, agent_port: int, temp_dir: Path,
-    trusted_proxies: Sequence[str] = (),
+    trusted_proxies: Sequence[str] = (), image_limits: ImageLimits | None = None,
 ) -> None:
     """`ray start --address`: a node of this machine joins the cluster whose GCS is at `gcs_address`,
     offering `num_cpus` CPUs (Serve replicas) and `shard_slots` gallery shard actors (the Ray
@@ -159,10 +162,15 @@ def start_worker_node(
     if shard_slots:
         command.append(f"--resources={json.dumps({SHARD_RESOURCE: shard_slots})}")
     env = {
-        **auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies),
+        **_serve_env(image_limits), **auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies),
         "RAY_gcs_rpc_server_reconnect_timeout_s": str(WORKER_GCS_RECONNECT_TIMEOUT_S),
     }
     _ray_start(command, env, "ray start --address")
+
+
+def _serve_env(image_limits: ImageLimits | None) -> dict[str, str]:
+    # Under auth_env (os.environ): a variable the operator set wins, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0.
+    return serve_transport.node_env(image_limits or ImageLimits())
 
 
 def _ray_start(command: list[str], env: dict[str, str], what: str) -> None:
@@ -276,6 +284,16 @@ class DashboardClient:
     def shutdown(self) -> None:
         self._check(self._http.delete("/api/serve/applications/"), "shutdown")
 
+    def deploy_failure(self, app: str = APP_NAME) -> str | None:
+        """Why Serve gave up deploying `app` (status DEPLOY_FAILED): each failed deployment's message
+        (for a replica that raised, its traceback, whose last line says what), else None."""
+        details = self.applications().get("applications", {}).get(app)
+        if not details or details.get("status") != "DEPLOY_FAILED":
+            return None
+        failed = [f"{name}: {deployment.get('message', '')}" for name, deployment in details.get("deployments", {}).items()
+                  if deployment.get("status") == "DEPLOY_FAILED"]
+        return "\n".join(failed) or details.get("message") or "Serve gave no reason"
+
 
 def render_serve_config(path: Path, settings: dict[str, Any], live: dict[str, Any] | None = None) -> dict[str, Any]:
     """serve_config.yaml with `settings` merged into the ufme application's args.settings and `live`
@@ -301,8 +319,9 @@ def render_serve_config(path: Path, settings: dict[str, Any], live: dict[str, An
     return rendered
 
 
-def wait_until_ready(url: str, *, timeout_s: float, on_wait=None) -> dict:
-    """Poll GET {url}/ready until 200; returns its body. Raises ClusterError with the last answer."""
+def wait_until_ready(url: str, *, timeout_s: float, on_wait=None, deploy_failure=None) -> dict:
+    """Poll GET {url}/ready until 200; returns its body. Raises ClusterError with the last answer, or
+    at once with the reason `deploy_failure()` (e.g. `DashboardClient.deploy_failure`) gives on a 503."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
@@ -313,6 +332,9 @@ def wait_until_ready(url: str, *, timeout_s: float, on_wait=None) -> dict:
             last = f"HTTP {response.status_code}: {response.text[:300]}"
             if response.status_code == 500:  # the app answered with a bug, not "not yet": waiting won't help
                 raise ClusterError(f"the service at {url} fails its readiness check: {last}")
+            if response.status_code == 503 and deploy_failure is not None and (reason := deploy_failure()):
+                # Serve has stopped retrying: waiting out the timeout would only hide the reason.
+                raise ClusterError(f"Serve could not deploy the service at {url}:\n{reason[-2000:]}")
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
         if on_wait is not None:

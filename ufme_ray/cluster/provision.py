@@ -153,7 +153,7 @@ def up(
             report(f"GCS fault tolerance: cluster metadata in Redis at {head.redis.address} (namespace {head.redis.namespace})")
         cluster.start_local_head(
             **{f.name: getattr(head, f.name) for f in dataclasses.fields(head)},
-            trusted_proxies=settings.network.trusted_proxies,
+            trusted_proxies=settings.network.trusted_proxies, image_limits=settings.image,
         )
     elif settings.network.trusted_proxies:
         report(f"network.trusted_proxies applies where a node starts: give each node's `ray start` "
@@ -165,7 +165,7 @@ def up(
     report(f"deploying the Serve application to {dashboard} ...")
     client.deploy(config)
     url = f"http://127.0.0.1:{port}"
-    cluster.wait_until_ready(url, timeout_s=timeout_s, on_wait=on_wait)
+    cluster.wait_until_ready(url, timeout_s=timeout_s, on_wait=on_wait, deploy_failure=client.deploy_failure)
     report(f"UFME-Ray is ready at {url} (OpenAPI: {url}/docs)")
     report(f"data: {settings.data_dir.resolve()}   storage: {settings.resolved_storage_uri}")
     if address is None:
@@ -199,7 +199,7 @@ def join(settings: UfmeSettings, *, gcs_address: str, node: WorkerNode, report: 
     """
     report(f"joining the Ray cluster at {gcs_address}: {node.num_cpus} CPUs, {node.shard_slots} shard slots ...")
     cluster.start_worker_node(
-        gcs_address=gcs_address, trusted_proxies=settings.network.trusted_proxies,
+        gcs_address=gcs_address, trusted_proxies=settings.network.trusted_proxies, image_limits=settings.image,
         **{f.name: getattr(node, f.name) for f in dataclasses.fields(node)},
     )
     report(f"joined; `ufme-ray leave --temp-dir {node.temp_dir}` stops this node")

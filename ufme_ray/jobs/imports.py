@@ -47,6 +47,7 @@ from ufme_ray.orchestration.imports import REPORT_COLUMNS, ImportState, read_sta
 from ufme_ray.orchestration.local_stages import PipelineStages
 from ufme_ray.serving.handles import GalleryHandle
 from ufme_ray.serving.metrics import ServiceMetrics
+from ufme_ray.serving.shard_calls import ShardDirectory
 from ufme_ray.vision.errors import ImageError, ImageTooLargeError
 from ufme_ray.vision.pipeline import NoFaceError, Pipeline
 
@@ -76,7 +77,8 @@ class EnrolPhotos:
     def __init__(self, settings_json: str, gallery_id: str, import_id: str, capture: str, quality_filter: str | None):
         settings = UfmeSettings.model_validate_json(settings_json)
         searcher = serve.get_deployment_handle("Searcher", app_name=settings.imports.app_name)
-        self._engine = Engine(settings, PipelineStages(Pipeline.from_settings(settings)), GalleryHandle(searcher), ServiceMetrics())
+        gallery = GalleryHandle(searcher, ShardDirectory(settings.gallery.num_shards))
+        self._engine = Engine(settings, PipelineStages(Pipeline.from_settings(settings)), gallery, ServiceMetrics())
         self._gallery, self._import_id = gallery_id, import_id
         self._intake = Intake(capture, quality_filter)
         self._loop = asyncio.new_event_loop()

@@ -5,6 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from ray import serve
+from ray.serve._private.constants import (
+    RAY_SERVE_PROXY_USE_GRPC,
+    RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH,
+    RAY_SERVE_USE_GRPC_BY_DEFAULT,
+)
+
+from ufme_ray import serve_transport
 
 from ufme_ray.audit import SubjectPseudonyms
 from ufme_ray.config import UfmeSettings
@@ -19,6 +26,7 @@ from ufme_ray.serving.auth import KeyStore
 from ufme_ray.serving.handles import GalleryHandle, StageHandles
 from ufme_ray.serving.metrics import ServiceMetrics
 from ufme_ray.serving.rate_limiter import ActorRateLimiter
+from ufme_ray.serving.shard_calls import ShardDirectory
 
 api = create_api()
 
@@ -28,9 +36,13 @@ api = create_api()
 class Gateway:
     def __init__(self, settings_json: str, detector, quality, liveness, morph, embedder, searcher):
         settings = UfmeSettings.model_validate_json(settings_json)
+        # Over gRPC (serve_transport), a replica refuses a message over its limit: the Detector an
+        # image, this replica a request from the proxy.
+        if RAY_SERVE_USE_GRPC_BY_DEFAULT or RAY_SERVE_PROXY_USE_GRPC:
+            serve_transport.check_message_limit(settings.image, RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH)
         # What every user_config is laid over: the settings resolved at deploy (file < UFME_* < args.settings).
         self._base_live = settings.live_config()
-        gallery = GalleryHandle(searcher)
+        gallery = GalleryHandle(searcher, ShardDirectory(settings.gallery.num_shards))
         metrics = ServiceMetrics()
         self._engine = Engine(settings, StageHandles(detector, quality, liveness, morph, embedder), gallery, metrics)
         store = open_configured_storage(settings)

@@ -18,7 +18,6 @@ from ufme_ray.config import UfmeSettings
 from ufme_ray.gallery.duplicates import DuplicateCheck
 from ufme_ray.gallery.events import GalleryEvent
 from ufme_ray.gallery.galleries import GalleryRecord, subject_key
-from ufme_ray.gallery.merge import Candidate, merge_subjects
 from ufme_ray.gallery.routing import shard_for
 from ufme_ray.serving.sequencer import sequencer_handle
 from ufme_ray.serving.shard_actor import shard_handles
@@ -89,19 +88,6 @@ class Searcher:
     async def subject_scores(self, gallery_id: str, subject_id: str, queries: np.ndarray) -> list[list[tuple[int, float]]]:
         key = subject_key(gallery_id, subject_id)
         return await call_shard(self._owner(key).subject_scores.remote(key, queries))
-
-    async def search(self, queries: np.ndarray, top_k: int, galleries: list[str]) -> list[list[Candidate]]:
-        """Subject-level top_k per query over `galleries` on every shard; fails whole if any shard is
-        not ready. Each candidate names its gallery."""
-        if len(queries) == 0:
-            return []
-        # Each shard answers its own top_k subjects, so the merge over them is the exact top_k.
-        per_shard = await asyncio.gather(
-            *(call_shard(shard.search_subjects.remote(queries, top_k, galleries)) for shard in self._shards)
-        )
-        return [
-            [c.named() for c in merge_subjects((hits[q] for hits in per_shard), top_k)] for q in range(len(queries))
-        ]
 
     async def change_gallery(self, event: GalleryEvent) -> GalleryRecord | None:
         """Log a change to the registry (shard 0); the registry's refusals come back as raised."""

@@ -7,13 +7,16 @@ writer's fencing) goes to the log, never into the answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from ufme_ray.gallery.merge import Candidate, merge_subjects
 from ufme_ray.orchestration.errors import GalleryUnavailableError
-from ufme_ray.serving.shard_actor import ShardHandedOverError, ShardNotReadyError
+from ufme_ray.serving.shard_actor import NAMESPACE, ShardHandedOverError, ShardNotReadyError, shard_actor_name
 
 logger = logging.getLogger(__name__)
 
@@ -40,3 +43,38 @@ async def call_shard(ref):
             logger.info("a shard is not ready: %s", cause)
             raise GalleryUnavailableError(HANDED_OVER if isinstance(cause, ShardHandedOverError) else NOT_READY) from None
         raise cause from None
+
+
+async def search_shards(shards: list, queries: np.ndarray, top_k: int, galleries: list[str]) -> list[list[Candidate]]:
+    """Subject-level top_k per query over `galleries` on every shard; fails whole if any shard is
+    not ready. Each candidate names its gallery."""
+    if len(queries) == 0:
+        return []
+    # Each shard answers its own top_k subjects, so the merge over them is the exact top_k.
+    per_shard = await asyncio.gather(*(call_shard(shard.search_subjects.remote(queries, top_k, galleries)) for shard in shards))
+    return [[c.named() for c in merge_subjects((hits[q] for hits in per_shard), top_k)] for q in range(len(queries))]
+
+
+class ShardDirectory:
+    """Every shard actor by name, for callers that do not create them (the Searcher does). Looked up
+    on first use and again after a failed call, as a shard may have been created anew."""
+
+    def __init__(self, num_shards: int, namespace: str = NAMESPACE):
+        self._names = [shard_actor_name(i) for i in range(num_shards)]
+        self._namespace = namespace
+        self._shards: list | None = None
+
+    async def search(self, queries: np.ndarray, top_k: int, galleries: list[str]) -> list[list[Candidate]]:
+        """`search_shards` over every shard; GalleryUnavailableError while one does not exist yet."""
+        if self._shards is None:
+            try:
+                self._shards = await asyncio.to_thread(
+                    lambda: [ray.get_actor(name, namespace=self._namespace) for name in self._names]
+                )
+            except ValueError:
+                raise GalleryUnavailableError(NOT_READY) from None
+        try:
+            return await search_shards(self._shards, queries, top_k, galleries)
+        except GalleryUnavailableError:
+            self._shards = None
+            raise

@@ -101,7 +101,9 @@ class BatchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_batch_size: PositiveInt = Field(8, description="Requests merged into one model call at most.")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, description="How long a batch waits to fill; at 0 it takes what queued while the previous batch ran."
+    )
 
 
 class _BatchingStage(_Stage):
@@ -128,7 +130,7 @@ class Detector(_BatchingStage):
         self._detector = load_detector(settings, specs, specs.thresholds(settings))
         self._loaded(self._detector)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def detect(self, images: list[np.ndarray], score_mins: list[float]) -> list[list[DetectedFace]]:
         _metrics().batch_size.observe(len(images), tags={"stage": "detector"})
         return await _timed("detector", self._detector.detect_batch, images, score_mins)
@@ -178,7 +180,7 @@ class Embedder(_BatchingStage):
         self._model = load_embedder(settings, ModelSpecs.from_settings(settings))
         self._loaded(self._model)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def embed(self, crop_lists: list[list[np.ndarray]]) -> list[np.ndarray]:
         """Each request's crops -> its (n, d) embeddings; all requests' crops run in one session call."""
         _metrics().batch_size.observe(len(crop_lists), tags={"stage": "embedder"})

@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from ufme_ray import cluster
+from ufme_ray import cluster, serve_transport
 from ufme_ray.cli import main
 from ufme_ray.cluster import ClusterError, DashboardClient, GcsRedis, provision, start_local_head, start_worker_node
 from ufme_ray.cluster.provision import pin_shards_to_shard_nodes, render_for_up
+from ufme_ray.config import ImageLimits, UfmeSettings
 from ufme_ray.serve_config import APP_NAME, SHARD_RESOURCE
 
 PORTS = {"gcs_port": 1, "dashboard_port": 2, "metrics_port": 3, "agent_port": 4}
@@ -56,6 +57,27 @@ def test_a_worker_node_offers_shard_slots_and_outwaits_a_head_restart(ray_start,
     assert f"--resources={json.dumps({SHARD_RESOURCE: 2})}" in command
     assert env["RAY_gcs_rpc_server_reconnect_timeout_s"] == str(cluster.WORKER_GCS_RECONNECT_TIMEOUT_S)
     assert env["RAY_AUTH_MODE"] == "token" and env[cluster.FORWARDED_ALLOW_IPS] == "10.0.0.0/8"
+
+
+def test_every_node_starts_with_serves_grpc_transport_sized_by_the_image_limits(ray_start, tmp_path, monkeypatch):
+    limits = ImageLimits(max_pixels=60_000_000)
+    start_local_head(num_cpus=2, **PORTS, temp_dir=tmp_path, image_limits=limits)
+    start_worker_node(gcs_address="h:1", num_cpus=0, shard_slots=1, metrics_port=1, agent_port=2, temp_dir=tmp_path,
+                      image_limits=limits)
+    for _, env in ray_start:
+        assert env[serve_transport.MESSAGE_LIMIT_ENV] == str(3 * 60_000_000 + 2**20)
+        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_PROXY_USE_GRPC"] == "1"
+    # What the operator set wins: the way back to Ray's own transport.
+    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
+    start_local_head(num_cpus=2, **PORTS, temp_dir=tmp_path)
+    assert ray_start[-1][1]["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+    assert ray_start[-1][1][serve_transport.MESSAGE_LIMIT_ENV] == str(3 * 40_000_000 + 2**20)
+
+
+def test_join_sizes_the_transport_by_the_settings_image_limits(ray_start, tmp_path):
+    settings = UfmeSettings(data_dir=tmp_path, image={"max_pixels": 50_000_000})
+    provision.join(settings, gcs_address="h:1", node=provision.WorkerNode(temp_dir=tmp_path), report=lambda line: None)
+    assert ray_start[0][1][serve_transport.MESSAGE_LIMIT_ENV] == str(3 * 50_000_000 + 2**20)
 
 
 def test_a_failed_ray_start_says_why(monkeypatch, tmp_path):

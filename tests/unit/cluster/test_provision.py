@@ -26,6 +26,7 @@ def test_up_deploys_with_this_machines_paths_and_waits_until_ready(fake_dashboar
     fake_dashboard.on("PUT", "/api/serve/applications/", (200, {}))
     answers = iter([(503, {"ready": False}), (200, {"ready": True})])
     fake_dashboard.on("GET", "/ready", lambda _: next(answers, (200, {"ready": True})))
+    fake_dashboard.on("GET", "/api/serve/applications/", (200, {"applications": {"ufme": {"status": "DEPLOYING"}}}))
     lines, waits = [], []
     url = up(
         settings, serve_config=REPO_ROOT / "serve_config.yaml", address=fake_dashboard.url, head=LocalHead(),
@@ -63,6 +64,23 @@ def test_up_fails_fast_when_the_service_answers_500(fake_dashboard, settings):
     with pytest.raises(ClusterError, match="fails its readiness check"):
         up(settings, serve_config=REPO_ROOT / "serve_config.yaml", address=fake_dashboard.url, head=LocalHead(),
            port=port_of(fake_dashboard), timeout_s=30, report=lambda line: None)
+
+
+def test_up_fails_fast_with_serves_reason_when_the_deployment_failed(fake_dashboard, settings):
+    fake_dashboard.on("PUT", "/api/serve/applications/", (200, {}))
+    fake_dashboard.on("GET", "/ready", (503, "Deployment(name='Gateway', app='ufme') is unavailable because it failed to deploy."))
+    fake_dashboard.on("GET", "/api/serve/applications/", (200, {"applications": {"ufme": {
+        "status": "DEPLOY_FAILED", "message": "Deploying app 'ufme' failed",
+        "deployments": {
+            "Gateway": {"status": "DEPLOY_FAILED", "message": "Traceback ...\nConfigError: image.max_pixels=40000000 ..."},
+            "Detector": {"status": "HEALTHY", "message": ""},
+        },
+    }}}))
+    with pytest.raises(ClusterError, match="(?s)Serve could not deploy.*Gateway: Traceback .*ConfigError: image.max_pixels") as raised:
+        up(settings, serve_config=REPO_ROOT / "serve_config.yaml", address=fake_dashboard.url, head=LocalHead(),
+           port=port_of(fake_dashboard), timeout_s=30, report=lambda line: None)
+    assert "Detector" not in str(raised.value)
+    assert len(fake_dashboard.sent("GET", "/ready")) == 1  # at once, not after the timeout
 
 
 def test_down_on_an_existing_cluster_removes_the_apps_and_leaves_ray_running(fake_dashboard, monkeypatch):

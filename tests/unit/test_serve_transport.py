@@ -1,0 +1,39 @@
+"""Serve's gRPC transport: the message limit every node starts with covers what the image limits accept."""
+
+from __future__ import annotations
+
+import pytest
+
+from ufme_ray import serve_transport
+from ufme_ray.config import ConfigError, ImageLimits
+
+RAY_DEFAULT_LIMIT = 4 * 1024 * 1024
+
+
+def test_the_default_limits_need_a_decoded_40_megapixel_image_and_headroom():
+    assert serve_transport.largest_message_bytes(ImageLimits()) == 3 * 40_000_000 + 2**20
+
+
+def test_two_base64_images_count_when_they_are_larger_than_a_decoded_one():
+    limits = ImageLimits(max_pixels=1_000_000, max_bytes=30_000_000)
+    assert serve_transport.largest_message_bytes(limits) == 2 * (40_000_000 + 4) + 2**20
+
+
+@pytest.mark.parametrize("limits", [ImageLimits(), ImageLimits(max_pixels=100_000_000), ImageLimits(max_bytes=50_000_000)])
+def test_a_node_started_with_node_env_passes_the_gateway_check(limits):
+    env = serve_transport.node_env(limits)
+    assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_PROXY_USE_GRPC"] == "1"
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+    serve_transport.check_message_limit(limits, int(env[serve_transport.MESSAGE_LIMIT_ENV]))
+
+
+def test_rays_default_limit_is_refused_with_what_to_set():
+    with pytest.raises(ConfigError, match=rf"RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH >= 121048576 .* but it is {RAY_DEFAULT_LIMIT}"):
+        serve_transport.check_message_limit(ImageLimits(), RAY_DEFAULT_LIMIT)
+
+
+def test_the_gateway_checks_the_limit_of_rays_own_constant():
+    """The Gateway compares with the value its replica's Ray read, Ray's default unless set."""
+    from ray.serve._private import constants
+
+    assert constants.RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH == RAY_DEFAULT_LIMIT

@@ -1,0 +1,50 @@
+"""How Serve carries requests between the proxy, the Gateway and the stages: gRPC, Ray's throughput mode.
+
+Every Ray node needs this environment when it starts (`ufme-ray up`/`join` give it to `ray start`;
+on KubeRay it is in kuberay/base/config.env). In Ray's throughput mode (RAY_SERVE_THROUGHPUT_OPTIMIZED)
+the proxy and the deployment handles send requests to replicas over gRPC instead of as Ray actor
+tasks, and replicas run their async methods in their main event loop (ours hand model calls to a
+thread). On 2 cores it took an identify over HTTP at concurrency 1 from 92-95 ms to 70-72 ms,
+with batches that wait for nothing (docs/PERFORMANCE.md). Its direct ingress stays off: it serves
+from replica ports that only a load balancer reading Serve's target groups finds, so the proxies
+on port 8000 stay.
+
+A replica refuses a gRPC message over RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH (Ray's default,
+4 MiB, is less than one decoded 12-megapixel photo), so the limit follows the image limits.
+"""
+
+from __future__ import annotations
+
+from ufme_ray.config import ConfigError, ImageLimits
+
+# Ray 2.60 decides the proxy's own transport before it applies the throughput mode, so the proxy's
+# hop to the Gateway is named on its own.
+THROUGHPUT_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+}
+MESSAGE_LIMIT_ENV = "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"
+# The request's JSON or multipart envelope and gRPC's own framing.
+_HEADROOM_BYTES = 1 << 20
+
+
+def largest_message_bytes(limits: ImageLimits) -> int:
+    """The largest message a replica receives: a decoded image (3 bytes a pixel) that the Gateway
+    sends the Detector, or a request of two base64 images that the proxy sends the Gateway."""
+    return max(3 * limits.max_pixels, 2 * (limits.max_bytes * 4 // 3 + 4)) + _HEADROOM_BYTES
+
+
+def node_env(limits: ImageLimits) -> dict[str, str]:
+    """The environment a Ray node starts with so that its replicas speak gRPC within `limits`."""
+    return {**THROUGHPUT_ENV, MESSAGE_LIMIT_ENV: str(largest_message_bytes(limits))}
+
+
+def check_message_limit(limits: ImageLimits, configured_bytes: int) -> None:
+    """Raises ConfigError when replicas would refuse an image that `limits` accept."""
+    needed = largest_message_bytes(limits)
+    if configured_bytes < needed:
+        raise ConfigError(
+            f"image.max_pixels={limits.max_pixels} and image.max_bytes={limits.max_bytes} need "
+            f"{MESSAGE_LIMIT_ENV} >= {needed} in every Ray node's environment, but it is {configured_bytes}: "
+            "`ufme-ray up`/`join` set it from the settings; on KubeRay set it in the ufme-config ConfigMap "
+            "(kuberay/base/config.env), or lower the image limits"
+        )
