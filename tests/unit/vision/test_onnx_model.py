@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from ufme_ray.models.errors import ModelCorruptError, ModelMissingError
-from ufme_ray.models.manifest import packaged_manifest
+from ufme_ray.models.manifest import Preprocess, packaged_manifest
 from ufme_ray.vision.image import read_image_file
-from ufme_ray.vision.onnx_model import load_session
+from ufme_ray.vision.onnx_model import load_session, to_tensor
 
 YUNET = packaged_manifest().get("yunet_2023mar")
 
@@ -41,3 +41,24 @@ def test_a_corrupt_file_is_never_loaded(settings, tmp_path: Path):
 
     with pytest.raises(ModelCorruptError, match="sha256"):
         load_session(tmp_path, YUNET, settings.runtime)
+
+
+def _reference_tensor(crops: list[np.ndarray], preprocess: Preprocess) -> np.ndarray:
+    """The definition: float32 pixels in `colour` order, `(pixel - mean) / std`, in `layout`."""
+    batch = np.stack(crops).astype(np.float32)
+    if preprocess.colour == "rgb":
+        batch = batch[..., ::-1]
+    batch = (batch - np.float32(preprocess.mean)) / np.float32(preprocess.std)
+    return batch.transpose(0, 3, 1, 2) if preprocess.layout == "nchw" else batch
+
+
+@pytest.mark.parametrize("colour", ["rgb", "bgr"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize(("mean", "std"), [((0, 0, 0), (1, 1, 1)), ((127.5, 127.5, 127.5), (128, 128, 128)), ((104, 117, 123), (58.4, 57.1, 57.4))])
+def test_to_tensor_is_the_definition_bit_for_bit(colour, layout, mean, std):
+    rng = np.random.default_rng(7)
+    crops = [rng.integers(0, 256, (5, 4, 3), dtype=np.uint8) for _ in range(3)]
+    preprocess = Preprocess(size=(4, 5), colour=colour, mean=mean, std=std, layout=layout)
+    tensor = to_tensor(crops, preprocess)
+    assert tensor.dtype == np.float32 and tensor.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(tensor, _reference_tensor(crops, preprocess))
