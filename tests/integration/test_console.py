@@ -220,8 +220,9 @@ def test_console_end_to_end(service, console, people, tmp_path):
     ui.until(lambda: {"gallery_create", "enrol", "identify", "delete"}
              <= {r.get_attribute("data-operation") for r in ui.all("#audit-records tr[data-operation]")},
              "the audit screen lacks the records of this test's operations")
-    refused = [r for r in ui.all("#audit-records tr[data-operation='enrol']") if "no_face" in r.text]
-    assert refused, "the refused enrolment is not in the trail"
+    # Read inside `until`: the list may render again (the filtered answer) while it is read.
+    ui.until(lambda: any("no_face" in r.text for r in ui.all("#audit-records tr[data-operation='enrol']")),
+             "the refused enrolment is not in the trail")
     ui.screenshot("audit")
 
     # Delete the gallery, after a confirmation naming what goes with it.

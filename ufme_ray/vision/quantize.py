@@ -152,6 +152,43 @@ def _save_with_opset(source: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
+def quantize_graph(
+    base_path: Path,
+    out_path: Path,
+    tensors: Iterator[np.ndarray],
+    *,
+    activation_type: QuantType = QuantType.QInt8,
+    quant_format: QuantFormat = QuantFormat.QDQ,
+) -> int:
+    """Write the int8 graph of the fp32 graph at `base_path` to `out_path`, its activation ranges
+    taken on `tensors` (the session's inputs); returns how many there were (0: nothing written).
+    The defaults are RECIPE; scripts/bench_int8_formats.py times the others."""
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quantize.") as work:
+        upgraded, prepared = Path(work) / "upgraded.onnx", Path(work) / "prepared.onnx"
+        _save_with_opset(base_path, upgraded)
+        # Shape inference and graph fusions first, as onnxruntime advises: ranges are then taken on
+        # the tensors the int8 kernels will actually see. ONNX's own shape inference suffices for
+        # these graphs; the symbolic one would add sympy to the dependencies.
+        quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
+        input_name = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        reader = _CountingReader(input_name, tensors)
+        try:
+            quantize_static(
+                str(prepared),
+                str(out_path),
+                reader,
+                quant_format=quant_format,
+                activation_type=activation_type,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        except ValueError:  # onnxruntime's "No data is collected."
+            if reader.count:
+                raise
+    return reader.count
+
+
 def quantize_model(
     model_dir: Path,
     spec: ModelSpec,
@@ -171,32 +208,13 @@ def quantize_model(
     base_path = resolve_model_path(model_dir, spec, verify=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     file = variant_file(spec, "int8")
+    tensors = detector_inputs(spec, photos) if spec.kind == "detector" else embedder_inputs(spec, detector, photos)
     # The work folder sits in out_dir so the final rename is atomic (same file system).
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{file}.") as work:
-        upgraded, prepared, quantized = (Path(work) / name for name in ("upgraded.onnx", "prepared.onnx", file))
-        _save_with_opset(base_path, upgraded)
-        # Shape inference and graph fusions first, as onnxruntime advises: ranges are then taken on
-        # the tensors the int8 kernels will actually see. ONNX's own shape inference suffices for
-        # these graphs; the symbolic one would add sympy to the dependencies.
-        quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
-        input_name = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-        tensors = detector_inputs(spec, photos) if spec.kind == "detector" else embedder_inputs(spec, detector, photos)
-        reader = _CountingReader(input_name, tensors)
-        try:
-            quantize_static(
-                str(prepared),
-                str(quantized),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
-        except ValueError as exc:  # onnxruntime's "No data is collected."
-            if reader.count:
-                raise
-            raise QuantizeError(f"{spec.name}: the {len(photos)} calibration photos gave no input") from exc
+        quantized = Path(work) / file
+        count = quantize_graph(base_path, quantized, tensors)
+        if not count:
+            raise QuantizeError(f"{spec.name}: the {len(photos)} calibration photos gave no input")
         os.chmod(quantized, 0o644)
         os.replace(quantized, out_dir / file)
     target = out_dir / file
@@ -209,9 +227,9 @@ def quantize_model(
         sha256=_sha256(target),
         bytes=target.stat().st_size,
         method=RECIPE,
-        calibration=CalibrationPhotos(photos=len(photos), inputs=reader.count, photos_sha256=photo_list_sha256(photos)),
+        calibration=CalibrationPhotos(photos=len(photos), inputs=count, photos_sha256=photo_list_sha256(photos)),
         created=datetime.now(timezone.utc).replace(microsecond=0),
     )
     record_variant(out_dir, variant)
-    logger.info("%s: wrote %s (%d bytes) from %d inputs", variant.name, target, variant.bytes, reader.count)
+    logger.info("%s: wrote %s (%d bytes) from %d inputs", variant.name, target, variant.bytes, count)
     return variant
