@@ -5,9 +5,9 @@ on KubeRay it is in kuberay/base/config.env). In Ray's throughput mode (RAY_SERV
 the proxy and the deployment handles send requests to replicas over gRPC instead of as Ray actor
 tasks, and replicas run their async methods in their main event loop (ours hand model calls to a
 thread). On 2 cores it took an identify over HTTP at concurrency 1 from 92-95 ms to 70-72 ms,
-with batches that wait for nothing (docs/PERFORMANCE.md). Its direct ingress stays off: it serves
-from replica ports that only a load balancer reading Serve's target groups finds, so the proxies
-on port 8000 stay.
+with batches that wait for nothing (README, "Where an identify's time goes"). Its direct ingress
+stays off: it serves from replica ports that only a load balancer reading Serve's target groups
+finds, so the proxies on port 8000 stay.
 
 A replica refuses a gRPC message over RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH (Ray's default,
 4 MiB, is less than one decoded 12-megapixel photo), so the limit follows the image limits.
