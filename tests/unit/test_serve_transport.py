@@ -32,8 +32,23 @@ def test_rays_default_limit_is_refused_with_what_to_set():
         serve_transport.check_message_limit(ImageLimits(), RAY_DEFAULT_LIMIT)
 
 
-def test_the_gateway_checks_the_limit_of_rays_own_constant():
-    """The Gateway compares with the value its replica's Ray read, Ray's default unless set."""
-    from ray.serve._private import constants
+@pytest.mark.parametrize(("grpc_handles", "grpc_proxy"), [(True, False), (False, True), (True, True)])
+def test_the_gateway_refuses_rays_default_limit_whenever_a_hop_speaks_grpc(monkeypatch, grpc_handles, grpc_proxy):
+    from ufme_ray.serving import gateway
 
-    assert constants.RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH == RAY_DEFAULT_LIMIT
+    monkeypatch.setattr(gateway, "RAY_SERVE_USE_GRPC_BY_DEFAULT", grpc_handles)
+    monkeypatch.setattr(gateway, "RAY_SERVE_PROXY_USE_GRPC", grpc_proxy)
+    monkeypatch.setattr(gateway, "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", RAY_DEFAULT_LIMIT)
+    with pytest.raises(ConfigError, match="RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH >= 121048576"):
+        gateway.check_transport(ImageLimits())
+    monkeypatch.setattr(gateway, "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", serve_transport.largest_message_bytes(ImageLimits()))
+    gateway.check_transport(ImageLimits())
+
+
+def test_over_rays_actor_calls_the_gateway_needs_no_grpc_limit(monkeypatch):
+    from ufme_ray.serving import gateway
+
+    monkeypatch.setattr(gateway, "RAY_SERVE_USE_GRPC_BY_DEFAULT", False)
+    monkeypatch.setattr(gateway, "RAY_SERVE_PROXY_USE_GRPC", False)
+    monkeypatch.setattr(gateway, "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", RAY_DEFAULT_LIMIT)
+    gateway.check_transport(ImageLimits())

@@ -12,9 +12,8 @@ from ray.serve._private.constants import (
 )
 
 from ufme_ray import serve_transport
-
 from ufme_ray.audit import SubjectPseudonyms
-from ufme_ray.config import UfmeSettings
+from ufme_ray.config import ImageLimits, UfmeSettings
 from ufme_ray.gallery.encryption import open_configured_storage
 from ufme_ray.orchestration.audit_trail import AuditTrail
 from ufme_ray.orchestration.demo import DemoLoader
@@ -31,15 +30,20 @@ from ufme_ray.serving.shard_calls import ShardDirectory
 api = create_api()
 
 
+def check_transport(limits: ImageLimits) -> None:
+    """Raises ConfigError when this node's replicas would refuse an image `limits` accept: over gRPC
+    (serve_transport) a replica refuses a message over its limit, the Detector an image, the
+    Gateway a request from the proxy. Ray's constants are what this process read at start."""
+    if RAY_SERVE_USE_GRPC_BY_DEFAULT or RAY_SERVE_PROXY_USE_GRPC:
+        serve_transport.check_message_limit(limits, RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH)
+
+
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
     def __init__(self, settings_json: str, detector, quality, liveness, morph, embedder, searcher):
         settings = UfmeSettings.model_validate_json(settings_json)
-        # Over gRPC (serve_transport), a replica refuses a message over its limit: the Detector an
-        # image, this replica a request from the proxy.
-        if RAY_SERVE_USE_GRPC_BY_DEFAULT or RAY_SERVE_PROXY_USE_GRPC:
-            serve_transport.check_message_limit(settings.image, RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH)
+        check_transport(settings.image)
         # What every user_config is laid over: the settings resolved at deploy (file < UFME_* < args.settings).
         self._base_live = settings.live_config()
         gallery = GalleryHandle(searcher, ShardDirectory(settings.gallery.num_shards))

@@ -44,7 +44,7 @@ class StageHandles:
 
 class GalleryHandle:
     """`orchestration.ports.Gallery` over the Searcher deployment, and straight to the shard actors
-    for search: a hop less on every identify (the Searcher merged as `search_shards` does here)."""
+    for search: a hop less on every identify."""
 
     def __init__(self, searcher, shards: ShardDirectory):
         self._searcher = searcher

@@ -45,15 +45,6 @@ async def call_shard(ref):
         raise cause from None
 
 
-async def search_shards(shards: list, queries: np.ndarray, top_k: int, galleries: list[str]) -> list[list[Candidate]]:
-    """Subject-level top_k per query over `galleries` on every shard; fails whole if any shard is
-    not ready. Each candidate names its gallery."""
-    if len(queries) == 0:
-        return []
-    # Each shard answers its own top_k subjects, so the merge over them is the exact top_k.
-    per_shard = await asyncio.gather(*(call_shard(shard.search_subjects.remote(queries, top_k, galleries)) for shard in shards))
-    return [[c.named() for c in merge_subjects((hits[q] for hits in per_shard), top_k)] for q in range(len(queries))]
-
 
 class ShardDirectory:
     """Every shard actor by name, for callers that do not create them (the Searcher does). Looked up
@@ -65,7 +56,10 @@ class ShardDirectory:
         self._shards: list | None = None
 
     async def search(self, queries: np.ndarray, top_k: int, galleries: list[str]) -> list[list[Candidate]]:
-        """`search_shards` over every shard; GalleryUnavailableError while one does not exist yet."""
+        """Subject-level top_k per query over `galleries` on every shard; GalleryUnavailableError
+        while any shard does not exist yet or is not ready. Each candidate names its gallery."""
+        if len(queries) == 0:
+            return []
         if self._shards is None:
             try:
                 self._shards = await asyncio.to_thread(
@@ -74,7 +68,11 @@ class ShardDirectory:
             except ValueError:
                 raise GalleryUnavailableError(NOT_READY) from None
         try:
-            return await search_shards(self._shards, queries, top_k, galleries)
+            # Each shard answers its own top_k subjects, so the merge over them is the exact top_k.
+            per_shard = await asyncio.gather(
+                *(call_shard(shard.search_subjects.remote(queries, top_k, galleries)) for shard in self._shards)
+            )
         except GalleryUnavailableError:
             self._shards = None
             raise
+        return [[c.named() for c in merge_subjects((hits[q] for hits in per_shard), top_k)] for q in range(len(queries))]
