@@ -47,11 +47,16 @@ def test_each_record_is_durable_when_record_returns_without_a_waiting_window(tmp
     store = SlowStore(tmp_path, delay_s=0.0)
     writer = AuditWriter(store)
     waits: list[float] = []
+    real_sleep, this_thread = asyncio.sleep, threading.get_ident()
 
-    async def no_sleep(delay: float, *args) -> None:  # a fixed window would put each request's answer off by it
+    async def watched_sleep(delay: float, *args):  # a fixed window would put each request's answer off by it
+        # `asyncio.sleep` is the module's, patched for every thread: event loops that other tests
+        # left running in this process (Ray's, Serve's) sleep as before and are not counted.
+        if threading.get_ident() != this_thread:
+            return await real_sleep(delay, *args)
         waits.append(delay)
 
-    monkeypatch.setattr("ufme_ray.audit.asyncio.sleep", no_sleep)
+    monkeypatch.setattr("ufme_ray.audit.asyncio.sleep", watched_sleep)
 
     async def one_after_another() -> list[list[str]]:
         seen = []
