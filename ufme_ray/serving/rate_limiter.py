@@ -3,9 +3,10 @@ holds across all Gateway replicas (each rated request takes its token here, one 
 arrival order: exact up to the bucket arithmetic). Keys without a quota never reach it.
 
 Restarted by Ray after a crash, it starts with full buckets: a key may then send one burst more.
-Unreachable (down, restarting, slower than `CALL_TIMEOUT_S`), the Gateway lets rated requests
-through (fails open) for `OPEN_FOR_S`, then tries again: the key itself is still checked (auth
-fails closed), only its quota, which protects capacity and not access, is not.
+Unreachable (down, restarting, slower than `CALL_TIMEOUT_S`; a newly created one first gets
+`START_TIMEOUT_S` to start its worker), the Gateway lets rated requests through (fails open) for
+`OPEN_FOR_S`, then tries again: the key itself is still checked (auth fails closed), only its
+quota, which protects capacity and not access, is not.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 RATE_LIMITER_NAME = "ufme-rate-limiter"
 CALL_TIMEOUT_S = 1.0
+START_TIMEOUT_S = 30.0
 OPEN_FOR_S = 5.0
 
 
@@ -56,7 +58,10 @@ class ActorRateLimiter:
             return 0.0
         try:
             if self._handle is None:
-                self._handle = await asyncio.to_thread(rate_limiter_handle, self._namespace)
+                handle = await asyncio.to_thread(rate_limiter_handle, self._namespace)
+                # A new actor first starts a worker process: that start is not the call being slow.
+                await asyncio.wait_for(handle.__ray_ready__.remote(), START_TIMEOUT_S)
+                self._handle = handle
             return await asyncio.wait_for(self._handle.take.remote(key_id, limit.rate, limit.burst), CALL_TIMEOUT_S)
         except Exception:
             logger.exception("the quota actor %s is unreachable: quotas are not enforced for %.0f s", RATE_LIMITER_NAME, OPEN_FOR_S)
