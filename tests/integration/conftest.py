@@ -93,7 +93,8 @@ def ray_session(tmp_path_factory):
     )
     try:
         ray.init(address=f"127.0.0.1:{gcs_port}", namespace=NAMESPACE, log_to_driver=False)  # RAY_AUTH_MODE: tests/conftest.py
-        yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "metrics_port": metrics_port}
+        yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "metrics_port": metrics_port, "gcs_port": gcs_port,
+               "temp_dir": temp_dir}
         ray.shutdown()
     finally:
         cluster.stop_local_ray(temp_dir)

@@ -183,13 +183,17 @@ def cluster_processes(temp_dir: Path) -> list[psutil.Process]:
     """The processes of the local cluster whose Ray temp folder is `temp_dir`, with their children.
 
     The head's own processes (GCS, raylet, dashboard, monitors) name the temp folder on their
-    command line; workers and agents are the raylet's children.
+    command line; workers and agents are the raylet's children. The Ray Client server names only the
+    GCS address (in the folder's RAY_ADDRESS_FILE), and `ray start` leaves it to init, not the raylet.
     """
     folder = str(temp_dir.resolve())
+    address_file = temp_dir / RAY_ADDRESS_FILE
+    gcs_argument = f"--address={address_file.read_text().strip()}" if address_file.is_file() else None
     ours = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # whoever asked is not the cluster
     roots = []
     for process in psutil.process_iter(["cmdline"]):
-        if process.pid not in ours and any(_names_folder(part, folder) for part in process.info["cmdline"] or ()):
+        arguments = process.info["cmdline"] or ()
+        if process.pid not in ours and any(_names_folder(part, folder) or part == gcs_argument for part in arguments):
             roots.append(process)
     found: dict[int, psutil.Process] = {}
     for root in roots:
