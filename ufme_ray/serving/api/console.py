@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 PREFIX = "/console"
@@ -47,11 +49,25 @@ def install_console(app: FastAPI) -> None:
         return RedirectResponse("console/", status_code=308)
 
     app.mount(PREFIX, StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
+    app.add_middleware(ConsoleHeaders)
 
-    @app.middleware("http")
-    async def _console_headers(request: Request, call_next):
-        response = await call_next(request)
-        path = request.url.path
-        if path == PREFIX or path.startswith(PREFIX + "/"):
-            response.headers.update(SECURITY_HEADERS)
-        return response
+
+class ConsoleHeaders:
+    """Adds the security headers to every answer under /console, errors and redirects included;
+    plain ASGI, so the API's requests pass straight through."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(SECURITY_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
