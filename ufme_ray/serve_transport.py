@@ -18,9 +18,13 @@ from __future__ import annotations
 from ufme_ray.config import ConfigError, ImageLimits
 
 # Ray 2.60 decides the proxy's own transport before it applies the throughput mode, so the proxy's
-# hop to the Gateway is named on its own.
+# hop to the Gateway is named on its own. The mode would also hold a replica's log lines in memory
+# until 1000 of them (or an ERROR) came: a replica's start, which execution providers its sessions
+# got, a provider's fallback warning would reach its log file minutes late or never, so they are
+# written as they come.
 THROUGHPUT_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
 }
 MESSAGE_LIMIT_ENV = "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"
 # The request's JSON or multipart envelope and gRPC's own framing.

@@ -304,6 +304,20 @@ def test_each_stage_reports_the_providers_its_sessions_got(service):
     assert ("mobilefacenet_foamliu", "CPUExecutionProvider") in exported
 
 
+def test_each_stage_replica_logs_what_its_sessions_got_as_it_starts(service, ray_session):
+    """In the replica's own log file, while it runs: Serve's throughput mode would hold the lines
+    in memory until 1000 of them came."""
+    logs = Path(ray_session["temp_dir"]) / "session_latest" / "logs" / "serve"
+    expected = {
+        "Detector": ["yunet_2023mar"], "Quality": ["lightqnet_dm100"], "Liveness": ["minifasnet_v2", "minifasnet_v1se"],
+        "Embedder": ["mobilefacenet_foamliu"],
+    }
+    for deployment, models in expected.items():
+        written = "".join(path.read_text() for path in logs.glob(f"replica_ufme_{deployment}_*.log"))
+        for model in models:
+            assert f"stage {deployment.lower()}: model {model} runs on ['CPUExecutionProvider']" in written
+
+
 def provider_gauges(metrics_text: str) -> set[tuple[str, str]]:
     """(model, providers) labels of every exported ufme_stage_model_providers series."""
     series = [line for line in metrics_text.splitlines() if line.startswith("ray_ufme_stage_model_providers{")]
