@@ -1,6 +1,6 @@
 """Which int8 format pays on this CPU: the detector's and the embedder's sessions alone, fp32 beside
-int8 in onnxruntime's formats (QDQ S8S8, `ufme-ray models quantize`'s recipe; QDQ U8S8; QOperator
-U8S8), one intra-op thread (as a stage replica runs) and onnxruntime's default (all cores).
+int8 in onnxruntime's formats (QDQ S8S8, `ufme-ray models quantize --activations int8`; QDQ U8S8,
+its default; QOperator U8S8), one intra-op thread (as a stage replica runs) and onnxruntime's default (all cores).
 
 Each graph is calibrated on the same photos' session inputs (`vision.quantize.quantize_graph`) and
 timed on them; nothing is written to the model folder.
@@ -29,8 +29,8 @@ from ufme_ray.vision.quantize import calibration_detector, detector_inputs, embe
 from ufme_ray.vision.registry import manifest_for
 
 FORMATS = {
-    "QDQ S8S8 (the recipe)": (QuantFormat.QDQ, QuantType.QInt8),
-    "QDQ U8S8": (QuantFormat.QDQ, QuantType.QUInt8),
+    "QDQ S8S8": (QuantFormat.QDQ, QuantType.QInt8),
+    "QDQ U8S8 (the default)": (QuantFormat.QDQ, QuantType.QUInt8),
     "QOperator U8S8": (QuantFormat.QOperator, QuantType.QUInt8),
 }
 

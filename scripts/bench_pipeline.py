@@ -29,6 +29,7 @@ from ufme_ray import execution_providers
 from ufme_ray.client import find_api_key
 from ufme_ray.config import UfmeSettings
 from ufme_ray.vision.pipeline import Pipeline
+from ufme_ray.vision.registry import PRECISION_MIXES, precision_mix
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -36,8 +37,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def in_process(photos: list[bytes], repeats: int, providers: list[str] | None, precision: str) -> dict:
-    runtime = {"precision": precision, **({"providers": providers} if providers else {})}
-    pipeline = Pipeline.from_settings(UfmeSettings.load(runtime=runtime))
+    mix = precision_mix(precision, UfmeSettings.load())
+    runtime = {**mix["runtime"], **({"providers": providers} if providers else {})}
+    pipeline = Pipeline.from_settings(UfmeSettings.load(runtime=runtime, models=mix["models"]))
     pipeline.analyze(photos[0])  # warm-up
     latencies = []
     started = time.perf_counter()
@@ -52,6 +54,7 @@ def in_process(photos: list[bytes], repeats: int, providers: list[str] | None, p
         "p99_ms": percentile(latencies, 99),
         "intra_op_threads": "onnxruntime default (all cores)",
         "precision": precision,
+        "models": [pipeline.detector.spec.name, pipeline.embedder.spec.name],
         "providers": pipeline.providers,
     }
 
@@ -98,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--in-process-only", action="store_true", help="only the in-process chain: no service needed")
     parser.add_argument(
-        "--precision", nargs="+", choices=("fp32", "int8"), default=["fp32"],
-        help="in-process chains to time side by side (int8: variants made by `ufme-ray models quantize`); "
-        "the first is the reference of the ratios",
+        "--precision", nargs="+", choices=PRECISION_MIXES, default=["fp32"],
+        help="in-process chains to time side by side (int8: variants made by `ufme-ray models quantize`; "
+        "int8-embedder: the embedder's alone, the detector fp32); the first is the reference of the ratios",
     )
     args = parser.parse_args(argv)
 

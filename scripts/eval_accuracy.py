@@ -10,10 +10,10 @@ Prints a report and writes it as JSON:
 With `--precision fp32 int8` the whole evaluation runs once per precision (`runtime.precision`:
 the int8 variants `ufme-ray models quantize` recorded in the model folder) and prints the results
 side by side, with the int8 detector's agreement with the fp32 one (face counts, box IoU) on the
-same photos.
+same photos; `int8-embedder` / `int8-detector` run that model's variant alone, the other at fp32.
 
 Usage: python scripts/eval_accuracy.py [--faces DIR] [--out FILE] [--detector NAME] [--embedder NAME]
-                                       [--model-dir DIR] [--precision fp32 [int8]]
+                                       [--model-dir DIR] [--precision fp32 [int8] [int8-embedder] ...]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from ufme_ray.models.variants import read_local_manifest
 from ufme_ray.vision.detector import DetectedFace, FaceDetector
 from ufme_ray.vision.image import read_image_file
 from ufme_ray.vision.pipeline import Pipeline
+from ufme_ray.vision.registry import PRECISION_MIXES, precision_mix
 
 FARS = (1e-2, 1e-3)
 
@@ -190,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedder", help="embedder model name (default: settings)")
     parser.add_argument("--model-dir", type=Path, help="model folder (default: settings, UFME_MODEL_DIR)")
     parser.add_argument(
-        "--precision", nargs="+", choices=["fp32", "int8"], default=["fp32"],
-        help="evaluate at each precision, side by side (int8: the variants `ufme-ray models quantize` recorded)",
+        "--precision", nargs="+", choices=PRECISION_MIXES, default=["fp32"],
+        help="evaluate at each precision, side by side (int8: the variants `ufme-ray models quantize` recorded; "
+        "int8-embedder / int8-detector: that model's alone, the other fp32)",
     )
     args = parser.parse_args(argv)
 
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         # Every pipeline loads before any photo is read: a missing int8 variant refuses at once.
         pipelines = {
             precision: Pipeline.from_settings(
-                UfmeSettings.load(**overrides, models=models.model_dump(), runtime={"precision": precision})
+                UfmeSettings.load(**overrides, **precision_mix(precision, base.model_copy(update={"models": models})))
             )
             for precision in precisions
         }
@@ -225,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         },
         "by_precision": {precision: evaluate(pipeline, args.faces) for precision, pipeline in pipelines.items()},
     }
-    if "fp32" in pipelines and "int8" in pipelines:
+    int8_detector = next((p.detector for p in pipelines.values() if p.detector.spec.variant_of is not None), None)
+    if "fp32" in pipelines and int8_detector is not None:
         photos = [path for _, path in labelled_photos(args.faces, "lfw")]
         photos += sorted((args.faces / "deepface").rglob("*.jpg"))
-        fp32_detector, int8_detector = pipelines["fp32"].detector, pipelines["int8"].detector
-        report["detector_agreement"] = detector_agreement(fp32_detector, int8_detector, photos)
+        report["detector_agreement"] = detector_agreement(pipelines["fp32"].detector, int8_detector, photos)
 
     print_report(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -273,14 +275,15 @@ def print_report(report: dict) -> None:
                           f"{s['impostor_pairs']} impostor pairs)" for name, s in v.items()))
     rows = {precision: _rows(run) for precision, run in runs.items()}
     labels = list(dict.fromkeys(label for table in rows.values() for label in table))
-    # Points of the last precision minus the first (fp32): TAR and rank-1 higher is better, FNIR lower.
-    delta = "fp32" in runs and len(runs) > 1
-    print(f"\n{'measure':<44}" + "".join(f"{p:>10}" for p in runs) + (f"{'Δ points':>10}" if delta else ""))
+    # Points of each other precision minus the first (fp32): TAR and rank-1 higher is better, FNIR lower.
+    names = list(runs)
+    compared = names[1:] if names[0] == "fp32" else []
+    print(f"\n{'measure':<44}" + "".join(f"{p:>14}" for p in names) + "".join(f"{'Δ ' + p:>18}" for p in compared))
     for label in labels:
-        values = [rows[p].get(label) for p in runs]
-        cells = "".join(f"{'-':>10}" if v is None else f"{v:>10.4f}" for v in values)
-        if delta and None not in values and ("TAR" in label or "rank-1" in label or "FNIR" in label):
-            cells += f"{100 * (values[-1] - values[0]):>+10.2f}"
+        values = [rows[p].get(label) for p in names]
+        cells = "".join(f"{'-':>14}" if v is None else f"{v:>14.4f}" for v in values)
+        if compared and None not in values and ("TAR" in label or "rank-1" in label or "FNIR" in label):
+            cells += "".join(f"{100 * (v - values[0]):>+18.2f}" for v in values[1:])
         print(f"{label:<44}{cells}")
     for precision, run in runs.items():
         if run["no_face_found"]:

@@ -109,6 +109,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from ufme_ray.models.variants import variant_name
     from ufme_ray.vision.quantize import calibration_detector, calibration_photos, check_quantizable, quantize_model
     from ufme_ray.vision.registry import manifest_for
 
@@ -124,10 +125,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     detector = calibration_detector(settings, manifest) if any(s.kind == "embedder" for s in specs) else None
     say(f"calibrating on {len(photos)} photos from {', '.join(map(str, args.photos))}")
     for spec in specs:
-        variant = quantize_model(settings.model_dir, spec, photos, out, detector=detector)
+        variant = quantize_model(settings.model_dir, spec, photos, out, detector=detector, activations=args.activations)
         say(f"quantized  {variant.name:<28}{out / variant.file}  {spec.bytes or '?'} -> {variant.bytes} bytes, "
             f"{variant.calibration.inputs} calibration inputs")
-    say(f"recorded in {out / LOCAL_MANIFEST}; runtime.precision: int8 (UFME_RUNTIME__PRECISION=int8) runs them")
+    say(f"recorded in {out / LOCAL_MANIFEST}; runtime.precision: int8 (UFME_RUNTIME__PRECISION=int8) runs them, "
+        f"or name one alone: models.{specs[-1].kind}: {variant_name(specs[-1].name, 'int8')}")
     if Path(out).resolve() != Path(settings.model_dir).resolve():
         say(f"note: the model folder must hold them beside the fp32 files: copy {out}'s files into it, or point "
             "UFME_MODEL_DIR at a folder holding both")
@@ -277,6 +279,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                           help="calibrate on at most this many photos, spread over the sorted list (default 200)")
     quantize.add_argument("--out", type=Path,
                           help="write the variants and models.local.yaml here (default: the model folder)")
+    quantize.add_argument("--activations", choices=("uint8", "int8"), default="uint8",
+                          help="uint8 (default; onnxruntime's fast path on x86-64) or int8 (S8S8, the fast one on ARM)")
     quantize.set_defaults(handler=cmd_quantize)
 
     calibrate = commands.add_parser("calibrate", help="similarity thresholds for target FARs from labelled photos")

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from typing import Literal
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,12 +44,23 @@ PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 MIN_OPSET = 13
 
 
-# What `quantize_model` does, as the local manifest records it. S8S8 QDQ is onnxruntime's advised
-# CPU format. Weights get one scale per output channel: on LFW that kept MobileFaceNet's embeddings
-# at cosine 0.994 to fp32 (per-tensor: 0.93, and 1.3-1.7 points of TAR@FAR=1e-3 lost); for YuNet both
-# were alike (mean box IoU 0.97 to fp32). MinMax ranges: the histogram calibrators keep every
-# activation of every input in memory.
-RECIPE = f"onnxruntime {ort.__version__} quantize_static QDQ S8S8, per-channel weights, MinMax ranges"
+# Activations as uint8 or int8; weights are int8 either way.
+Activations = Literal["uint8", "int8"]
+ACTIVATION_TYPES: dict[str, QuantType] = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+# uint8 by default: it is onnxruntime's fast int8 path on x86-64 (VPMADDUBSW; VNNI where the CPU has
+# it). scripts/bench_int8_formats.py, on this machine's avx512_vnni CPU: MobileFaceNet 1.94x faster
+# than fp32 with uint8 activations, 0.89x with int8 ones (S8S8, onnxruntime's general advice, the
+# fast path on ARM). x86 CPUs without VNNI may saturate in U8S8: compare on your machine with
+# scripts/eval_accuracy.py before serving a variant.
+
+
+def recipe(activations: Activations) -> str:
+    """What `quantize_model` does, as the local manifest records it. Weights get one scale per output
+    channel: on LFW that kept MobileFaceNet's embeddings at cosine 0.994 to fp32 (per-tensor: 0.93, and
+    1.3-1.7 points of TAR@FAR=1e-3 lost). MinMax ranges: the histogram calibrators keep every
+    activation of every input in memory."""
+    kind = "U8S8" if activations == "uint8" else "S8S8"
+    return f"onnxruntime {ort.__version__} quantize_static QDQ {kind}, per-channel weights, MinMax ranges"
 
 
 def check_quantizable(spec: ModelSpec) -> None:
@@ -157,12 +169,12 @@ def quantize_graph(
     out_path: Path,
     tensors: Iterator[np.ndarray],
     *,
-    activation_type: QuantType = QuantType.QInt8,
+    activation_type: QuantType,
     quant_format: QuantFormat = QuantFormat.QDQ,
 ) -> int:
     """Write the int8 graph of the fp32 graph at `base_path` to `out_path`, its activation ranges
     taken on `tensors` (the session's inputs); returns how many there were (0: nothing written).
-    The defaults are RECIPE; scripts/bench_int8_formats.py times the others."""
+    QDQ is `recipe`'s format; scripts/bench_int8_formats.py also times QOperator."""
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quantize.") as work:
         upgraded, prepared = Path(work) / "upgraded.onnx", Path(work) / "prepared.onnx"
         _save_with_opset(base_path, upgraded)
@@ -195,8 +207,10 @@ def quantize_model(
     photos: Sequence[Path],
     out_dir: Path,
     detector: FaceDetector | None = None,
+    activations: Activations = "uint8",
 ) -> Variant:
-    """Build `spec`'s int8 variant in `out_dir` from its verified fp32 file in `model_dir`; record it.
+    """Build `spec`'s int8 variant in `out_dir` from its verified fp32 file in `model_dir`, with
+    `activations` as `recipe` says; record it.
 
     `detector` (fp32) finds the faces an embedder is calibrated on. Blocks for one fp32 inference
     per calibration input. Raises QuantizeError (kind without a variant, no usable input), the
@@ -212,7 +226,7 @@ def quantize_model(
     # The work folder sits in out_dir so the final rename is atomic (same file system).
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{file}.") as work:
         quantized = Path(work) / file
-        count = quantize_graph(base_path, quantized, tensors)
+        count = quantize_graph(base_path, quantized, tensors, activation_type=ACTIVATION_TYPES[activations])
         if not count:
             raise QuantizeError(f"{spec.name}: the {len(photos)} calibration photos gave no input")
         os.chmod(quantized, 0o644)
@@ -226,7 +240,7 @@ def quantize_model(
         file=file,
         sha256=_sha256(target),
         bytes=target.stat().st_size,
-        method=RECIPE,
+        method=recipe(activations),
         calibration=CalibrationPhotos(photos=len(photos), inputs=count, photos_sha256=photo_list_sha256(photos)),
         created=datetime.now(timezone.utc).replace(microsecond=0),
     )

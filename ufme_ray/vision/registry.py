@@ -47,6 +47,22 @@ def _at_precision(manifest: ModelManifest, name: str, precision: Precision, sett
     return variant
 
 
+# What the benchmarks compare: both models at one precision, or one model's int8 variant chosen by
+# name (`models.embedder: <name>.int8`) with the other at fp32.
+PRECISION_MIXES = ("fp32", "int8", "int8-detector", "int8-embedder")
+
+
+def precision_mix(mix: str, settings: UfmeSettings) -> dict:
+    """The settings overrides (`runtime`, `models`) that run `settings`' models as `mix` says."""
+    if mix not in PRECISION_MIXES:
+        raise ValueError(f"unknown precision mix {mix!r} (known: {', '.join(PRECISION_MIXES)})")
+    if mix in ("fp32", "int8"):
+        return {"runtime": {"precision": mix}, "models": settings.models.model_dump()}
+    kind = mix.removeprefix("int8-")
+    models = {**settings.models.model_dump(), kind: variant_name(getattr(settings.models, kind), "int8")}
+    return {"runtime": {"precision": "fp32"}, "models": models}
+
+
 def _spec(manifest: ModelManifest, name: str, kind: str, families: set[str]) -> ModelSpec:
     spec = manifest.get(name, kind)
     if spec.family not in families:

@@ -22,7 +22,7 @@ from ufme_ray.models.errors import ModelCorruptError, VariantMissingError
 from ufme_ray.models.variants import LOCAL_MANIFEST, read_local_manifest, record_variant
 from ufme_ray.vision.image import read_image_file
 from ufme_ray.vision.quantize import calibration_photos, photo_list_sha256
-from ufme_ray.vision.registry import ModelSpecs, load_embedder
+from ufme_ray.vision.registry import ModelSpecs, load_embedder, precision_mix
 
 CALIBRATION_PHOTOS = 8
 INT8_EMBEDDER = "mobilefacenet_foamliu.int8.onnx"
@@ -85,6 +85,25 @@ def test_precision_int8_makes_the_registry_load_the_int8_files(int8_dir: Path, t
     assert embedder.spec.name == "mobilefacenet_foamliu.int8"
     ops = {node.op_type for node in onnx.load(int8_dir / INT8_EMBEDDER).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def _activation_types(path: Path) -> set[int]:
+    """The element types of the zero points the graph's QuantizeLinear nodes quantize activations to."""
+    graph = onnx.load(path).graph
+    zero_points = {tensor.name: tensor.data_type for tensor in graph.initializer}
+    return {zero_points[node.input[2]] for node in graph.node if node.op_type == "QuantizeLinear"}
+
+
+def test_activations_are_uint8_unless_int8_is_asked_for(int8_dir: Path, faces_dir: Path, tmp_path: Path):
+    variants = read_local_manifest(int8_dir).variants
+    assert _activation_types(int8_dir / INT8_EMBEDDER) == {onnx.TensorProto.UINT8}
+    assert "QDQ U8S8" in variants["mobilefacenet_foamliu.int8"].method
+    out = tmp_path / "s8s8"
+    code = main(["--model-dir", str(int8_dir), "models", "quantize", "--photos", str(faces_dir / "deepface"),
+                 "--count", "2", "--models", "mobilefacenet_foamliu", "--activations", "int8", "--out", str(out)])
+    assert code == 0
+    assert _activation_types(out / INT8_EMBEDDER) == {onnx.TensorProto.INT8}
+    assert "QDQ S8S8" in read_local_manifest(out).variants["mobilefacenet_foamliu.int8"].method
 
 
 def test_int8_embeddings_stay_close_to_fp32(int8_dir: Path, tmp_path: Path, faces_dir: Path, pipeline):
@@ -160,3 +179,20 @@ def test_one_variant_can_be_chosen_by_name_keeping_the_other_model_fp32(int8_dir
     settings = UfmeSettings(model_dir=int8_dir, data_dir=tmp_path, models={"detector": "yunet_2023mar.int8"})
     specs = ModelSpecs.from_settings(settings)
     assert (specs.detector.file, specs.embedder.file) == (INT8_DETECTOR, "mobilefacenet_foamliu.onnx")
+
+
+@pytest.mark.parametrize(
+    ("mix", "files"),
+    [
+        ("fp32", ("face_detection_yunet_2023mar.onnx", "mobilefacenet_foamliu.onnx")),
+        ("int8", (INT8_DETECTOR, INT8_EMBEDDER)),
+        ("int8-detector", (INT8_DETECTOR, "mobilefacenet_foamliu.onnx")),
+        ("int8-embedder", ("face_detection_yunet_2023mar.onnx", INT8_EMBEDDER)),
+    ],
+)
+def test_the_benchmarks_precision_mixes_select_the_files(int8_dir: Path, tmp_path: Path, mix: str, files: tuple):
+    base = UfmeSettings(model_dir=int8_dir, data_dir=tmp_path)
+    specs = ModelSpecs.from_settings(UfmeSettings(model_dir=int8_dir, data_dir=tmp_path, **precision_mix(mix, base)))
+    assert (specs.detector.file, specs.embedder.file) == files
+    with pytest.raises(ValueError, match="unknown precision mix 'fp16'"):
+        precision_mix("fp16", base)
