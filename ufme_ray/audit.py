@@ -30,7 +30,7 @@ PREFIX = "audit"
 Operation = Literal[
     "enrol", "delete", "identify", "verify", "analyze", "demo_load", "read_subject", "list_subjects", "audit_read",
     "gallery_read", "gallery_create", "gallery_update", "gallery_delete", "gallery_list", "gallery_show", "import",
-    "import_read", "import_list", "compaction_read", "key_read",
+    "import_read", "import_list", "compaction_read", "key_read", "stages_read",
 ]
 
 

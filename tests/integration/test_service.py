@@ -284,8 +284,8 @@ def test_metrics_are_exported(service, faces_dir: Path):
 
 
 def test_each_stage_reports_the_providers_its_sessions_got(service):
-    """Through the stage deployments' handles and the metrics: on this CPU-only onnxruntime, every
-    session got CPU."""
+    """Through the stage deployments' handles, GET /api/v1/stages and the metrics: on this CPU-only
+    onnxruntime, every session got CPU."""
     from ray import serve
 
     from ufme_ray.serve_config import APP_NAME, STAGE_DEPLOYMENTS
@@ -297,11 +297,16 @@ def test_each_stage_reports_the_providers_its_sessions_got(service):
         models.update(status["models"])
     assert set(models) == {"yunet_2023mar", "lightqnet_dm100", "minifasnet_v2", "minifasnet_v1se", "mobilefacenet_foamliu"}
     assert all(providers == ["CPUExecutionProvider"] for providers in models.values())
+    answer = service.http.get("/api/v1/stages")
+    assert answer.status_code == 200
+    assert {name: got for stage in answer.json()["stages"] for name, got in stage["models"].items()} == models
+    # Each replica's gauge reaches the metrics endpoint on its own schedule: wait for every stage's.
+    wanted = {(name, ",".join(got)) for name, got in models.items()}
     deadline = time.monotonic() + 60
-    while not (exported := provider_gauges(httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10).text)):
-        assert time.monotonic() < deadline, "no ray_ufme_stage_model_providers series"
+    while not wanted <= (exported := provider_gauges(httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics",
+                                                                  timeout=10).text)):
+        assert time.monotonic() < deadline, f"missing ray_ufme_stage_model_providers series: {wanted - exported}"
         time.sleep(1)
-    assert ("mobilefacenet_foamliu", "CPUExecutionProvider") in exported
 
 
 def test_each_stage_replica_logs_what_its_sessions_got_as_it_starts(service, ray_session):

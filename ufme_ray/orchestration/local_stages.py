@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 
+from ufme_ray.execution_providers import StageName
 from ufme_ray.vision.detector import DetectedFace
 from ufme_ray.vision.pipeline import Pipeline
 
@@ -30,3 +33,7 @@ class PipelineStages:
 
     async def up(self) -> bool:
         return True
+
+    async def sessions(self) -> list[dict]:
+        configured = self._pipeline.providers
+        return [{"stage": stage, "models": configured.get(stage, {})} for stage in get_args(StageName)]

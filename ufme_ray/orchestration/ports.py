@@ -29,6 +29,11 @@ class Stages(Protocol):
         """Every stage answers."""
         ...
 
+    async def sessions(self) -> list[dict]:
+        """Per stage, `{stage, models}`: the execution providers each of its model sessions got,
+        most preferred first, as one replica of the stage reports them."""
+        ...
+
 
 class Gallery(Protocol):
     """The gallery in galleries and subject ids (the shards' keys stay below it)."""

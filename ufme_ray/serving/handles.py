@@ -37,9 +37,15 @@ class StageHandles:
     async def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         return await self._embedder.embed.remote(crops)
 
+    @property
+    def _stages(self) -> tuple:
+        return self._detector, self._quality, self._liveness, self._morph, self._embedder
+
     async def up(self) -> bool:
-        stages = (self._detector, self._quality, self._liveness, self._morph, self._embedder)
-        return all(await asyncio.gather(*(stage.ping.remote() for stage in stages)))
+        return all(await asyncio.gather(*(stage.ping.remote() for stage in self._stages)))
+
+    async def sessions(self) -> list[dict]:
+        return list(await asyncio.gather(*(stage.status.remote() for stage in self._stages)))
 
 
 class GalleryHandle:

@@ -44,6 +44,14 @@ def unit(seed: int) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+# What a stage replica on a GPU node whose CUDA provider failed would report: CPU alone.
+SESSIONS = [
+    {"stage": "detector", "models": {"yunet_2023mar": ["CPUExecutionProvider"]}},
+    {"stage": "embedder", "models": {"mobilefacenet_foamliu": ["CUDAExecutionProvider", "CPUExecutionProvider"]}},
+    {"stage": "morph", "models": {}},
+]
+
+
 class FakeStages:
     """Detects the given faces above the requested threshold; scores come from the test."""
 
@@ -73,6 +81,9 @@ class FakeStages:
 
     async def up(self):
         return True
+
+    async def sessions(self):
+        return SESSIONS
 
 
 class FakeGallery:

@@ -1,9 +1,11 @@
-"""GET /api/v1/keys/me (any key: who it is) and GET /api/v1/compaction (admin: the last run)."""
+"""GET /api/v1/keys/me (any key: who it is), GET /api/v1/compaction (admin: the last run) and GET
+/api/v1/stages (admin: the execution providers each stage's sessions got)."""
 
 from __future__ import annotations
 
 import dataclasses
 
+from tests.unit.orchestration.test_engine import SESSIONS
 from tests.unit.serving.conftest import ADMIN, AS_ADMIN, AS_ENROLLER, AS_SEARCHER, key
 from ufme_ray.audit import read_records
 from ufme_ray.jobs.compact import Summary
@@ -71,3 +73,12 @@ def test_without_storage_the_operations_routes_say_so(served_with):
     for path in ("/api/v1/compaction", "/api/v1/imports"):
         answer = client.get(path, headers=AS_ADMIN)
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "not_ready"
+
+
+def test_an_admin_reads_the_providers_each_stage_session_got(service):
+    client, store, _ = service
+    assert client.get("/api/v1/stages", headers=AS_ADMIN).json() == {"stages": SESSIONS}
+    refused = client.get("/api/v1/stages", headers=AS_SEARCHER)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    records = [r for r in read_records(store, limit=100)[0] if r.operation == "stages_read"]
+    assert [(r.key_id, r.outcome) for r in records] == [("ops", "200"), ("kiosk", "403")]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from ufme_ray.orchestration.local_stages import PipelineStages
 from ufme_ray.vision.pipeline import NoFaceError
 
 
@@ -34,3 +36,10 @@ def test_no_face(pipeline):
     assert pipeline.analyze(blank).faces == []
     with pytest.raises(NoFaceError):
         pipeline.compare(blank, blank)
+
+
+def test_the_in_process_stages_report_every_session_as_the_replicas_do(pipeline):
+    sessions = asyncio.run(PipelineStages(pipeline).sessions())
+    assert [s["stage"] for s in sessions] == ["detector", "quality", "liveness", "morph", "embedder"]
+    assert {s["stage"]: s["models"] for s in sessions if s["models"]} == pipeline.providers
+    assert sessions[3]["models"] == {} and sessions[2]["models"].keys() == {"minifasnet_v2", "minifasnet_v1se"}

@@ -1,4 +1,5 @@
-"""/api/v1 gallery status, the last compaction, demo load and the audit trail (role: admin)."""
+"""/api/v1 gallery status, the last compaction, the stages' execution providers, demo load and the
+audit trail (role: admin)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ async def compaction_status(request: Request, services: ServicesDep, store: Stor
         return schemas.CompactionOut(last=await asyncio.to_thread(read_last_compaction, store))
 
     return await audited(request, services, "compaction_read", read)
+
+
+@router.get("/stages", response_model=schemas.StagesOut)
+async def stage_sessions(request: Request, services: ServicesDep):
+    """Per pipeline stage, the execution providers its model sessions got: the settings ask
+    (`runtime.providers`), the machine decides, and a provider it lacks falls back to the next."""
+
+    async def read() -> schemas.StagesOut:
+        return schemas.StagesOut(stages=await services.engine.stages.sessions())
+
+    return await audited(request, services, "stages_read", read)
 
 
 @router.post("/demo/load", response_model=schemas.DemoLoadOut)

@@ -53,6 +53,7 @@ OPERATIONS = {
     "get_import": "import_read",
     "list_imports": "import_list",
     "compaction_status": "compaction_read",
+    "stage_sessions": "stages_read",
     "get_own_key": "key_read",
 }
 CHANGES = frozenset({"enrol", "delete", "demo_load", "gallery_create", "gallery_update", "gallery_delete"})

@@ -312,6 +312,18 @@ class ImportListOut(BaseModel):
     limit: int
 
 
+class StageOut(BaseModel):
+    stage: Literal["detector", "quality", "liveness", "morph", "embedder"]
+    models: dict[str, list[str]] = Field(
+        description="Model name -> the onnxruntime execution providers its session got, most preferred first "
+        "(CPUExecutionProvider alone: it runs on CPU); empty for a stage with no model configured."
+    )
+
+
+class StagesOut(BaseModel):
+    stages: list[StageOut] = Field(description="Every pipeline stage, as one of its replicas reports it.")
+
+
 class CompactionOut(BaseModel):
     last: LastCompaction | None = Field(description="The last compaction run, or None if none has run on this storage.")
 

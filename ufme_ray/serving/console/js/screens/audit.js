@@ -6,7 +6,7 @@ const PAGE = 50;
 const OPERATIONS = [
   "enrol", "delete", "read_subject", "list_subjects", "identify", "verify", "analyze", "gallery_create",
   "gallery_list", "gallery_show", "gallery_update", "gallery_delete", "gallery_read", "compaction_read",
-  "demo_load", "import", "import_list", "import_read", "key_read", "audit_read",
+  "demo_load", "import", "import_list", "import_read", "key_read", "stages_read", "audit_read",
 ];
 
 function seconds(input) {
