@@ -211,6 +211,9 @@ def test_console_end_to_end(service, console, people, tmp_path):
     ui.go("operations", "#shards")
     rows = [[td.text for td in row.find_elements("css selector", "td")] for row in ui.all("#shards tbody tr")]
     assert rows and all(cells[1] == "ready" and cells[7] == "writer" for cells in rows), rows
+    sessions = [[td.text for td in row.find_elements("css selector", "td")] for row in ui.all("#stages tbody tr")]
+    assert ["embedder", "mobilefacenet_foamliu", "CPUExecutionProvider"] in sessions, sessions
+    assert {cells[0] for cells in sessions} == {"detector", "quality", "liveness", "embedder"}, sessions
     ui.screenshot("operations")
 
     # The audit trail of the gallery holds what was done here.

@@ -1,4 +1,5 @@
-// Operations: shard readiness, templates per shard, snapshot epochs, the last compaction, imports.
+// Operations: shard readiness, templates per shard, snapshot epochs, the execution providers of each
+// stage's model sessions, the last compaction, imports.
 import { call } from "../api.js";
 import { attempt, el, facts, may, pager, table, when } from "../ui.js";
 
@@ -13,8 +14,8 @@ export async function operationsScreen(me) {
   async function fill() {
     const parts = [];
     if (may(me, "admin")) {
-      const [gallery, compaction] = await Promise.all([call("gallery"), call("compaction")]);
-      parts.push(shards(gallery), lastCompaction(compaction.last));
+      const [gallery, stages, compaction] = await Promise.all([call("gallery"), call("stages"), call("compaction")]);
+      parts.push(shards(gallery), stageSessions(stages.stages), lastCompaction(compaction.last));
     }
     const imports = el("div#imports");
     parts.push(imports);
@@ -50,6 +51,21 @@ function shards(gallery) {
         ["error", (s) => s.error ?? ""],
       ],
       gallery.shards,
+    ));
+}
+
+// One row per model session: a GPU node that fell back to CPU shows CPUExecutionProvider alone.
+function stageSessions(stages) {
+  const rows = stages.flatMap((s) => Object.entries(s.models).map(([model, providers]) => ({ stage: s.stage, model, providers })));
+  return el("div.panel#stages", {},
+    el("h2", {}, "Stages"),
+    table(
+      [
+        ["stage", (r) => r.stage],
+        ["model", (r) => r.model],
+        ["execution providers", (r) => r.providers.join(", ")],
+      ],
+      rows,
     ));
 }
 
