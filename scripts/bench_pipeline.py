@@ -3,8 +3,9 @@
 Run a service first (`ufme-ray up`, then `ufme-ray demo` to give identify a gallery), then, with
 the same UFME_DATA_DIR (the admin key is read from there, or from UFME_API_KEY):
     python scripts/bench_pipeline.py --url http://127.0.0.1:8000 [--photos ../shared/faces/lfw] [--requests 200]
-Prints a table and writes JSON (--out). The in-process chain (the limit) runs on the same photos
-while the service is idle, first and again after the HTTP runs; the ratios (throughput, and p50
+Prints a table and writes JSON (--out). The in-process chain of the models the service runs (the
+limit; GET /api/v1/stages says which, `--precision int8-embedder` or a chain of its own times them)
+runs on the same photos while the service is idle, first and again after the HTTP runs; the ratios (throughput, and p50
 latency) are against the better of the two. --providers sets the in-process chain's onnxruntime execution
 providers (runtime.providers; the service has its own settings) and the JSON records what its
 sessions got; --in-process-only needs no service:
@@ -36,10 +37,13 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def in_process(photos: list[bytes], repeats: int, providers: list[str] | None, precision: str) -> dict:
-    mix = precision_mix(precision, UfmeSettings.load())
+def in_process(
+    photos: list[bytes], repeats: int, providers: list[str] | None, precision: str, models: dict | None = None
+) -> dict:
+    """The chain at `precision` (a `precision_mix`), or with the `models` named (`precision` is then a label)."""
+    mix = precision_mix("fp32" if models else precision, UfmeSettings.load())
     runtime = {**mix["runtime"], **({"providers": providers} if providers else {})}
-    pipeline = Pipeline.from_settings(UfmeSettings.load(runtime=runtime, models=mix["models"]))
+    pipeline = Pipeline.from_settings(UfmeSettings.load(runtime=runtime, models={**mix["models"], **(models or {})}))
     pipeline.analyze(photos[0])  # warm-up
     latencies = []
     started = time.perf_counter()
@@ -57,6 +61,17 @@ def in_process(photos: list[bytes], repeats: int, providers: list[str] | None, p
         "models": [pipeline.detector.spec.name, pipeline.embedder.spec.name],
         "providers": pipeline.providers,
     }
+
+
+def served_models(url: str) -> dict | None:
+    """The detector and embedder the service runs (GET /api/v1/stages, an admin key); None if it will not say."""
+    response = httpx.get(f"{url}/api/v1/stages", headers={"Authorization": f"Bearer {find_api_key()}"}, timeout=30)
+    if response.status_code != 200:
+        print(f"GET /api/v1/stages answered {response.status_code}: the limit runs the first --precision's models",
+              file=sys.stderr)
+        return None
+    stages = {s["stage"]: list(s["models"]) for s in response.json()["stages"]}
+    return {"detector": stages["detector"][0], "embedder": stages["embedder"][0]}
 
 
 def over_http(url: str, photos: list[bytes], concurrency: int, requests: int) -> dict:
@@ -115,32 +130,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the service at {args.url} is not ready", file=sys.stderr)
         return 2
     repeats = max(1, args.requests // len(photos))
-    chains = [in_process(photos, repeats, args.providers, precision) for precision in args.precision]
-    report = {"photos": len(photos), "in_process": chains[0], "in_process_by_precision": chains}
     levels = [] if args.in_process_only else args.concurrency
+    chains = [in_process(photos, repeats, args.providers, precision) for precision in args.precision]
+    # The limit is the chain of the models the service runs (an int8 embedder named in its settings,
+    # say), timed here if no --precision chain ran them.
+    served = served_models(args.url) if levels else None
+    limit_chain = (args.precision[0], None)
+    if served is not None:
+        same = next((c for c in chains if c["models"] == [served["detector"], served["embedder"]]), None)
+        limit_chain = (same["precision"], None) if same else ("as served", served)
+        if same is None:
+            chains.append(in_process(photos, repeats, args.providers, *limit_chain))
+    reference = next(c for c in chains if c["precision"] == limit_chain[0])
+    report = {"photos": len(photos), "in_process": reference, "in_process_by_precision": chains, "served": served}
     report["http"] = [over_http(args.url, photos, c, args.requests) for c in levels]
-    references = [chains[0]]
+    references = [reference]
     if levels:
         # The limit again after the service's runs: one run of it moves by several ms on a shared
         # machine, and the ratios take the better of the two (the stricter target).
-        report["in_process_after"] = in_process(photos, repeats, args.providers, args.precision[0])
+        report["in_process_after"] = in_process(photos, repeats, args.providers, *limit_chain)
         references.append(report["in_process_after"])
     limit = max(r["images_per_s"] for r in references)
     fastest_p50 = min(r["p50_ms"] for r in references)
     report["reference"] = {"images_per_s": limit, "p50_ms": fastest_p50}
-    print(f"\n{'mode':<22}{'images/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'images/s ×':>12}{'p50 ×':>8}")
+    print(f"\n{'mode':<28}{'images/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'images/s ×':>12}{'p50 ×':>8}")
 
     def row(name: str, result: dict) -> None:
         result["ratio_to_in_process"] = result["images_per_s"] / limit
         result["p50_ratio_to_in_process"] = result["p50_ms"] / fastest_p50
         statuses = f"   {result['statuses']}" if "statuses" in result else ""
-        print(f"{name:<22}{result['images_per_s']:>10.1f}{result['p50_ms']:>10.1f}{result['p99_ms']:>10.1f}"
+        print(f"{name:<28}{result['images_per_s']:>10.1f}{result['p50_ms']:>10.1f}{result['p99_ms']:>10.1f}"
               f"{result['ratio_to_in_process']:>12.2f}{result['p50_ratio_to_in_process']:>8.2f}{statuses}")
 
     for chain in chains:
         row(f"in-process {chain['precision']}", chain)
     if levels:
-        row(f"in-process {args.precision[0]} again", report["in_process_after"])
+        row(f"in-process {limit_chain[0]} again", report["in_process_after"])
     for result in report["http"]:
         row(f"HTTP c={result['concurrency']}", result)
     report["load_average"] = os.getloadavg()
