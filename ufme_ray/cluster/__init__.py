@@ -51,8 +51,9 @@ TRUST_NO_PROXY = "none"
 # for a restarted head before it exits. Ray's default (60 s) is the head's own restart budget, so
 # with it the workers could give up before the head is back.
 WORKER_GCS_RECONNECT_TIMEOUT_S = 600
-# `ray start --head` leaves this file in its temp folder naming the cluster's GCS address.
+# `ray start` leaves this file in its temp folder naming the cluster's GCS address (a worker node's too).
 RAY_ADDRESS_FILE = "ray_current_cluster"
+CLIENT_SERVER_MODULE = "ray.util.client.server"
 
 
 @dataclass(frozen=True)
@@ -183,18 +184,25 @@ def cluster_processes(temp_dir: Path) -> list[psutil.Process]:
     """The processes of the local cluster whose Ray temp folder is `temp_dir`, with their children.
 
     The head's own processes (GCS, raylet, dashboard, monitors) name the temp folder on their
-    command line; workers and agents are the raylet's children. The Ray Client server names only the
-    GCS address (in the folder's RAY_ADDRESS_FILE), and `ray start` leaves it to init, not the raylet.
+    command line; workers and agents are the raylet's children. A head's Ray Client server names
+    only the GCS address (in the folder's RAY_ADDRESS_FILE, which a worker node's folder holds too),
+    and `ray start` leaves it to init, not the raylet.
     """
     folder = str(temp_dir.resolve())
     address_file = temp_dir / RAY_ADDRESS_FILE
     gcs_argument = f"--address={address_file.read_text().strip()}" if address_file.is_file() else None
     ours = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # whoever asked is not the cluster
-    roots = []
+    roots, client_servers = [], []
     for process in psutil.process_iter(["cmdline"]):
-        arguments = process.info["cmdline"] or ()
-        if process.pid not in ours and any(_names_folder(part, folder) or part == gcs_argument for part in arguments):
+        arguments = process.info["cmdline"] or []
+        if process.pid in ours:
+            continue
+        if any(_names_folder(part, folder) for part in arguments):
             roots.append(process)
+        elif CLIENT_SERVER_MODULE in arguments and gcs_argument in arguments:
+            client_servers.append(process)
+    if any(Path(p.info["cmdline"][0]).name == "gcs_server" for p in roots):  # the folder is a head's
+        roots += client_servers
     found: dict[int, psutil.Process] = {}
     for root in roots:
         for process in [root, *_children(root)]:

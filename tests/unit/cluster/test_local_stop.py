@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from ufme_ray.cluster import ClusterError, cluster_processes, start_local_head, stop_local_ray
+from ufme_ray.cluster import RAY_ADDRESS_FILE, ClusterError, cluster_processes, start_local_head, stop_local_ray
 
 # A parent that names the folder on its command line (like Ray's GCS, raylet, dashboard) and has a child.
 PARENT = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
@@ -46,6 +46,37 @@ def test_stops_the_folders_processes_and_their_children_only(tmp_path):
         for process in ours + neighbours:
             for child in psutil.Process(process.pid).children() if process.poll() is None else []:
                 child.kill()
+            process.kill()
+            process.wait()
+
+
+def test_a_heads_ray_client_server_is_its_own_and_no_worker_nodes(tmp_path):
+    """The Ray Client server names only the GCS address, which the folders of the head and of a
+    worker node on the same machine both hold: it is stopped with the head."""
+    gcs_server = tmp_path / "gcs_server"  # what the head's GCS process is called
+    gcs_server.symlink_to(sys.executable)
+    head, worker = tmp_path / "head", tmp_path / "worker"
+    for folder in (head, worker):
+        folder.mkdir()
+        (folder / RAY_ADDRESS_FILE).write_text("10.0.0.7:6379\n")
+    started = [
+        subprocess.Popen([str(gcs_server), "-c", "import time; time.sleep(120)", f"--log_dir={head}/session_1/logs"]),
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", f"--temp-dir={worker}"]),
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "ray.util.client.server",
+                          "--address=10.0.0.7:6379"]),
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "ray.util.client.server",
+                          "--address=10.0.0.8:6379"]),  # another cluster's
+    ]
+    try:
+        deadline = time.monotonic() + 10
+        while not all(psutil.Process(p.pid).cmdline()[-1:] == [p.args[-1]] for p in started):  # exec'd
+            assert time.monotonic() < deadline, "the processes did not start"
+            time.sleep(0.05)
+        gcs, raylet, client_server, other = (p.pid for p in started)
+        assert {p.pid for p in cluster_processes(head)} == {gcs, client_server}
+        assert {p.pid for p in cluster_processes(worker)} == {raylet}
+    finally:
+        for process in started:
             process.kill()
             process.wait()
 
