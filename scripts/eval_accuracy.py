@@ -115,7 +115,7 @@ def evaluate(pipeline: Pipeline, faces: Path) -> dict:
     report: dict = {"detector_file": pipeline.detector.spec.file, "embedder_file": pipeline.embedder.spec.file}
     lfw_labels, lfw_vectors, lfw_missed = labelled_embeddings(pipeline, faces / "lfw")
     deepface_labels, deepface_vectors, deepface_missed = labelled_embeddings(pipeline, faces / "deepface")
-    report["no_face_found"] = [str(p) for p in lfw_missed + deepface_missed]
+    report["no_face_found"] = [str(p.relative_to(faces)) for p in lfw_missed + deepface_missed]
     report["verification"] = {
         "lfw": verification(lfw_labels, lfw_vectors),
         "deepface": verification(deepface_labels, deepface_vectors),
@@ -151,8 +151,9 @@ def _matched(reference: list[DetectedFace], candidate: list[DetectedFace]) -> li
     return matched
 
 
-def detector_agreement(reference: FaceDetector, candidate: FaceDetector, photos: list[Path]) -> dict:
-    """Does `candidate` find the faces `reference` finds? Counts, box IoU, landmark shift, score change."""
+def detector_agreement(reference: FaceDetector, candidate: FaceDetector, faces: Path, photos: list[Path]) -> dict:
+    """Does `candidate` find the faces `reference` finds? Counts, box IoU, landmark shift, score change.
+    Photos are named relative to `faces`, as the rest of the report names them."""
     counts_differ, ious, shifts, score_changes = [], [], [], []
     faces_reference = faces_candidate = 0
     for path in tqdm(photos, desc="detector agreement", unit="img"):
@@ -161,7 +162,8 @@ def detector_agreement(reference: FaceDetector, candidate: FaceDetector, photos:
         faces_reference += len(found_r)
         faces_candidate += len(found_c)
         if len(found_r) != len(found_c):
-            counts_differ.append({"photo": str(path), "reference": len(found_r), "candidate": len(found_c)})
+            counts_differ.append({"photo": str(path.relative_to(faces)), "reference": len(found_r),
+                                  "candidate": len(found_c)})
         for face_r, face_c, iou in _matched(found_r, found_c):
             ious.append(iou)
             # Landmark shift as a fraction of the face width: what moves the aligned crop.
@@ -219,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
         "detector": models.detector,
         "embedder": models.embedder,
         "faces": str(args.faces),
-        "model_dir": str(base.model_dir),
         "variants": {
             name: variant.model_dump(mode="json")
             for name, variant in read_local_manifest(base.model_dir).variants.items()
@@ -231,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     if "fp32" in pipelines and int8_detector is not None:
         photos = [path for _, path in labelled_photos(args.faces, "lfw")]
         photos += sorted((args.faces / "deepface").rglob("*.jpg"))
-        report["detector_agreement"] = detector_agreement(pipelines["fp32"].detector, int8_detector, photos)
+        report["detector_agreement"] = detector_agreement(pipelines["fp32"].detector, int8_detector, args.faces, photos)
 
+    print(f"\nmodel folder: {base.model_dir}")
     print_report(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
@@ -263,7 +265,7 @@ def _rows(run: dict) -> dict[str, float | None]:
 
 def print_report(report: dict) -> None:
     runs = report["by_precision"]
-    print(f"\nmodels: detector={report['detector']} embedder={report['embedder']} ({report['model_dir']})")
+    print(f"models: detector={report['detector']} embedder={report['embedder']}")
     for name, variant in report["variants"].items():
         calibration = variant["calibration"]
         print(f"  {name}: {variant['file']}, {variant['bytes']} bytes, calibrated on {calibration['photos']} photos "
