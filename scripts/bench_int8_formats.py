@@ -1,6 +1,7 @@
 """Which int8 format pays on this CPU: the detector's and the embedder's sessions alone, fp32 beside
 int8 in onnxruntime's formats (QDQ S8S8, `ufme-ray models quantize --activations int8`; QDQ U8S8,
-its default; QOperator U8S8), one intra-op thread (as a stage replica runs) and onnxruntime's default (all cores).
+its default; QOperator U8S8), at one intra-op thread (as a stage replica runs) and at onnxruntime's
+default (all cores).
 
 Each graph is calibrated on the same photos' session inputs (`vision.quantize.quantize_graph`) and
 timed on them; nothing is written to the model folder.

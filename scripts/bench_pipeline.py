@@ -3,10 +3,10 @@
 Run a service first (`ufme-ray up`, then `ufme-ray demo` to give identify a gallery), then, with
 the same UFME_DATA_DIR (the admin key is read from there, or from UFME_API_KEY):
     python scripts/bench_pipeline.py --url http://127.0.0.1:8000 [--photos ../shared/faces/lfw] [--requests 200]
-Prints a table and writes JSON (--out). The in-process chain of the models the service runs (the
-limit; GET /api/v1/stages says which, `--precision int8-embedder` or a chain of its own times them)
-runs on the same photos while the service is idle, first and again after the HTTP runs; the ratios (throughput, and p50
-latency) are against the better of the two. --providers sets the in-process chain's onnxruntime execution
+Prints a table and writes JSON (--out). The limit is the in-process chain of the models the service
+runs (GET /api/v1/stages says which; a --precision chain that ran them, else one of its own), on
+the same photos while the service is idle, first and again after the HTTP runs; the ratios
+(throughput, and p50 latency) are against the better of the two. --providers sets the in-process chain's onnxruntime execution
 providers (runtime.providers; the service has its own settings) and the JSON records what its
 sessions got; --in-process-only needs no service:
     python scripts/bench_pipeline.py --in-process-only --providers CUDAExecutionProvider CPUExecutionProvider
@@ -40,7 +40,8 @@ def percentile(values: list[float], q: float) -> float:
 def in_process(
     photos: list[bytes], repeats: int, providers: list[str] | None, precision: str, models: dict | None = None
 ) -> dict:
-    """The chain at `precision` (a `precision_mix`), or with the `models` named (`precision` is then a label)."""
+    """The chain at `precision` (a `precision_mix`), or of the detector and embedder `models` names
+    (`precision` is then only a label)."""
     mix = precision_mix("fp32" if models else precision, UfmeSettings.load())
     runtime = {**mix["runtime"], **({"providers": providers} if providers else {})}
     pipeline = Pipeline.from_settings(UfmeSettings.load(runtime=runtime, models={**mix["models"], **(models or {})}))
@@ -58,7 +59,7 @@ def in_process(
         "p99_ms": percentile(latencies, 99),
         "intra_op_threads": "onnxruntime default (all cores)",
         "precision": precision,
-        "models": [pipeline.detector.spec.name, pipeline.embedder.spec.name],
+        "models": {"detector": pipeline.detector.spec.name, "embedder": pipeline.embedder.spec.name},
         "providers": pipeline.providers,
     }
 
@@ -135,20 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     # The limit is the chain of the models the service runs (an int8 embedder named in its settings,
     # say), timed here if no --precision chain ran them.
     served = served_models(args.url) if levels else None
-    limit_chain = (args.precision[0], None)
-    if served is not None:
-        same = next((c for c in chains if c["models"] == [served["detector"], served["embedder"]]), None)
-        limit_chain = (same["precision"], None) if same else ("as served", served)
-        if same is None:
-            chains.append(in_process(photos, repeats, args.providers, *limit_chain))
-    reference = next(c for c in chains if c["precision"] == limit_chain[0])
+    reference = chains[0] if served is None else next((c for c in chains if c["models"] == served), None)
+    if reference is None:
+        reference = in_process(photos, repeats, args.providers, "as served", served)
+        chains.append(reference)
     report = {"photos": len(photos), "in_process": reference, "in_process_by_precision": chains, "served": served}
     report["http"] = [over_http(args.url, photos, c, args.requests) for c in levels]
     references = [reference]
     if levels:
         # The limit again after the service's runs: one run of it moves by several ms on a shared
         # machine, and the ratios take the better of the two (the stricter target).
-        report["in_process_after"] = in_process(photos, repeats, args.providers, *limit_chain)
+        report["in_process_after"] = in_process(photos, repeats, args.providers, reference["precision"],
+                                                reference["models"])
         references.append(report["in_process_after"])
     limit = max(r["images_per_s"] for r in references)
     fastest_p50 = min(r["p50_ms"] for r in references)
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     for chain in chains:
         row(f"in-process {chain['precision']}", chain)
     if levels:
-        row(f"in-process {limit_chain[0]} again", report["in_process_after"])
+        row(f"in-process {reference['precision']} again", report["in_process_after"])
     for result in report["http"]:
         row(f"HTTP c={result['concurrency']}", result)
     report["load_average"] = os.getloadavg()

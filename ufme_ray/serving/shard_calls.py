@@ -45,7 +45,6 @@ async def call_shard(ref):
         raise cause from None
 
 
-
 class ShardDirectory:
     """Every shard actor by name, for callers that do not create them (the Searcher does). Looked up
     on first use and again after a failed call, as a shard may have been created anew."""

@@ -56,9 +56,9 @@ ACTIVATION_TYPES: dict[str, QuantType] = {"uint8": QuantType.QUInt8, "int8": Qua
 
 def recipe(activations: Activations) -> str:
     """What `quantize_model` does, as the local manifest records it. Weights get one scale per output
-    channel: on LFW that kept MobileFaceNet's embeddings at a mean cosine of 0.992 to fp32 (per-tensor,
-    measured with int8 activations: 0.93, and 1.3-1.7 points of TAR@FAR=1e-3 lost). MinMax ranges: the histogram calibrators keep every
-    activation of every input in memory."""
+    channel: on LFW that kept MobileFaceNet's embeddings at a mean cosine of 0.992 to fp32
+    (per-tensor, measured with int8 activations: 0.93, and 1.3-1.7 points of TAR@FAR=1e-3 lost).
+    MinMax ranges: the histogram calibrators keep every activation of every input in memory."""
     kind = "U8S8" if activations == "uint8" else "S8S8"
     return f"onnxruntime {ort.__version__} quantize_static QDQ {kind}, per-channel weights, MinMax ranges"
 

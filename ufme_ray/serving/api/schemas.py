@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ufme_ray.config import Capture, QualityFilter
+from ufme_ray.execution_providers import StageName
 from ufme_ray.gallery.galleries import DEFAULT_GALLERY, GALLERY_ID_PATTERN
 from ufme_ray.gallery.ids import SUBJECT_ID_PATTERN
 from ufme_ray.orchestration.compactions import LastCompaction
@@ -313,7 +314,7 @@ class ImportListOut(BaseModel):
 
 
 class StageOut(BaseModel):
-    stage: Literal["detector", "quality", "liveness", "morph", "embedder"]
+    stage: StageName
     models: dict[str, list[str]] = Field(
         description="Model name -> the onnxruntime execution providers its session got, most preferred first "
         "(CPUExecutionProvider alone: it runs on CPU); empty for a stage with no model configured."
