@@ -44,7 +44,8 @@ def in_process(
     (`precision` is then only a label)."""
     mix = precision_mix("fp32" if models else precision, UfmeSettings.load())
     runtime = {**mix["runtime"], **({"providers": providers} if providers else {})}
-    pipeline = Pipeline.from_settings(UfmeSettings.load(runtime=runtime, models={**mix["models"], **(models or {})}))
+    settings = UfmeSettings.load(runtime=runtime, models={**mix["models"], **(models or {})})
+    pipeline = Pipeline.from_settings(settings)
     pipeline.analyze(photos[0])  # warm-up
     latencies = []
     started = time.perf_counter()
@@ -57,7 +58,8 @@ def in_process(
         "images_per_s": len(latencies) / elapsed,
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
-        "intra_op_threads": "onnxruntime default (all cores)",
+        "intra_op_threads": settings.runtime.intra_op_threads or "onnxruntime default (all cores)",
+        "spin_threads": settings.runtime.spin_threads,
         "precision": precision,
         "models": {"detector": pipeline.detector.spec.name, "embedder": pipeline.embedder.spec.name},
         "providers": pipeline.providers,

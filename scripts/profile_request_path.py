@@ -10,8 +10,11 @@ Photo by photo, one request at a time (concurrency 1), it times
      sends them, and the search over the shard actors (the Gateway calls them itself);
   3. one audit record, as the Gateway writes it before answering (group commit, then a
      write-once object; here on a file:// store in a temporary folder);
-  4. POST /api/v1/analyze (no search) and POST /api/v1/identify over HTTP.
-Prints p50 per step side by side and writes JSON (--out). Quiet machine only: record the load.
+  4. POST /api/v1/analyze (no search) and POST /api/v1/identify over HTTP;
+  5. the CPU each process on this machine spends per identify, at concurrency 1 and at
+     --cpu-concurrency (the Gateway, each stage's replicas, the proxy, the shards, Ray's own).
+Prints p50 per step side by side, then the CPU table, and writes JSON (--out). Quiet machine only:
+record the load.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ for name, value in serve_transport.node_env(ImageLimits()).items():
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -50,6 +54,9 @@ from ufme_ray.gallery.storage import open_storage  # noqa: E402
 from ufme_ray.serving.shard_calls import ShardDirectory  # noqa: E402
 from ufme_ray.vision.pipeline import Pipeline, stage_crops  # noqa: E402
 from ufme_ray.vision.registry import ModelSpecs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import over_http as identify_load  # noqa: E402
 
 
 def p50(values: list[float]) -> float:
@@ -128,6 +135,45 @@ def over_http(url: str, key: str, photos: list[bytes], clock: Clock) -> None:
                     raise SystemExit(f"{path} answered {response.status_code}: {response.text[:300]}")
 
 
+def process_role(process: psutil.Process) -> str:
+    """Who a process is in the service: a Serve replica by its deployment, an actor by its class,
+    Ray's daemons by name; "everything else" for the rest of the machine (this script included)."""
+    title = " ".join(process.cmdline()[:2])
+    if title.startswith("ray::ServeReplica:"):
+        return f"{title.split(':')[-1].split()[0]} replica"
+    if title.startswith("ray::"):
+        return title[5:].split(".")[0].split()[0]
+    for daemon in ("gcs_server", "raylet", "dashboard", "log_monitor", "runtime_env", "ray.util.client.server"):
+        if daemon in title:
+            return daemon
+    return "everything else"
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    seconds = {}
+    for process in psutil.process_iter():
+        try:
+            times = process.cpu_times()
+            seconds[process.pid] = (process_role(process), times.user + times.system)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return seconds
+
+
+def cpu_per_identify(url: str, photos: list[bytes], concurrency: int, requests: int) -> dict:
+    """CPU ms per identify of each role, from every process's CPU time before and after `requests`
+    identifies at `concurrency` (a process that starts meanwhile counts from zero)."""
+    before = cpu_seconds()
+    result = identify_load(url, photos, concurrency, requests)
+    if set(result["statuses"]) != {200}:
+        raise SystemExit(f"identify answered {result['statuses']}")
+    by_role: defaultdict[str, float] = defaultdict(float)
+    for pid, (role, seconds) in cpu_seconds().items():
+        by_role[role] += (seconds - before.get(pid, (role, 0.0))[1]) * 1000 / requests
+    return {"concurrency": concurrency, "images_per_s": result["images_per_s"],
+            "cpu_ms_per_identify": dict(sorted(by_role.items(), key=lambda item: -item[1]))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -136,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "faces" / "lfw")
     parser.add_argument("--count", type=int, default=60, help="photos (the first of each person)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cpu-concurrency", type=int, default=16, help="the second CPU-per-identify run's clients")
     parser.add_argument("--out", type=Path, default=Path("bench-results/profile_request_path.json"))
     args = parser.parse_args(argv)
 
@@ -159,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     http = Clock()
     over_http(args.url, os.environ.get("UFME_API_KEY") or find_api_key(), photos[:1], Clock())  # warm-up
     over_http(args.url, os.environ.get("UFME_API_KEY") or find_api_key(), photos, http)
+    cpu = [cpu_per_identify(args.url, photos, c, len(photos)) for c in (1, args.cpu_concurrency)]
     load_after = os.getloadavg()
 
     steps = ["decode", "detect", "crops", "quality", "liveness", "morph (none configured)", "embed",
@@ -171,9 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         cells = [row["in_process_p50_ms"], row["serve_p50_ms"], row["http_p50_ms"]]
         print(f"{row['step']:<28}" + "".join(f"{'-' if np.isnan(c) else f'{c:.1f}':>{w}}" for c, w in zip(cells, (12, 12, 10))))
+    columns = "".join(f"{'c=' + str(run['concurrency']):>8}" for run in cpu)
+    print(f"\n{'CPU ms per identify, by process (all of this machine)':<52}" + columns)
+    for role in cpu[-1]["cpu_ms_per_identify"]:
+        print(f"{role:<52}" + "".join(f"{run['cpu_ms_per_identify'].get(role, 0.0):>8.1f}" for run in cpu))
+    print(f"{'total':<52}" + "".join(f"{sum(run['cpu_ms_per_identify'].values()):>8.1f}" for run in cpu))
+    print(f"{'images/s':<52}" + "".join(f"{run['images_per_s']:>8.1f}" for run in cpu))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"photos": len(photos), "load_average": {"before": load_before, "after": load_after},
-                                    "rows": rows}, indent=2))
+                                    "rows": rows, "cpu": cpu}, indent=2))
     print(f"\nwrote {args.out}")
     return 0
 

@@ -272,6 +272,13 @@ class RuntimeSettings(_Strict):
     intra_op_threads: int = Field(
         0, ge=0, description="onnxruntime threads per session; 0 lets onnxruntime choose (all cores)."
     )
+    spin_threads: bool = Field(
+        False,
+        description="Let a session's idle intra-op threads spin for the next run instead of sleeping: lower latency "
+        "for one session on cores of its own. With several sessions in a process (the in-process chain runs five) "
+        "the spinning threads take the cores the running one needs: on 2 cores that chain ran at 40.5 ms p50 with "
+        "spinning, 25.3 ms without. No effect at intra_op_threads 1 (the session has no pool).",
+    )
     verify_checksums: bool = Field(True, description="Check each model file's sha256 against the manifest on load.")
     precision: Literal["fp32", "int8"] = Field(
         "fp32",

@@ -45,6 +45,7 @@ def load_session(
     options = ort.SessionOptions()
     options.intra_op_num_threads = runtime.intra_op_threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if runtime.spin_threads else "0")
     options.log_severity_level = 3  # onnxruntime warns about shape hints we rewrite on purpose
     asked = runtime.providers_for(spec.kind)
     providers = _session_providers(spec.name, asked)

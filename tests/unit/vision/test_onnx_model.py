@@ -43,6 +43,13 @@ def test_a_corrupt_file_is_never_loaded(settings, tmp_path: Path):
         load_session(tmp_path, YUNET, settings.runtime)
 
 
+@pytest.mark.parametrize(("spin", "entry"), [(False, "0"), (True, "1")])
+def test_idle_threads_spin_only_when_the_settings_say(settings, spin: bool, entry: str):
+    """onnxruntime spins by default; the chain's five sessions then take each other's cores."""
+    session = load_session(settings.model_dir, YUNET, settings.runtime.model_copy(update={"spin_threads": spin}))
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == entry
+
+
 def _reference_tensor(crops: list[np.ndarray], preprocess: Preprocess) -> np.ndarray:
     """The definition: float32 pixels in `colour` order, `(pixel - mean) / std`, in `layout`."""
     batch = np.stack(crops).astype(np.float32)
