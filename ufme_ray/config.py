@@ -249,6 +249,13 @@ class DetectionSettings(_Strict):
     nms_iou: float = Field(0.4, gt=0, lt=1, description="IoU above which overlapping boxes are merged.")
     min_face_px: PositiveInt = Field(20, description="Faces whose shorter box side is below this are ignored.")
     max_faces: PositiveInt = Field(50, description="At most this many faces are returned per image (largest first).")
+    input_size: Literal["fit", "model"] = Field(
+        "fit",
+        description="model: every image is letterboxed into the model's input (640x640), one fixed shape (what "
+        "GPUs want: a new shape costs CUDA a new algorithm search). fit: the same scale, but the frame is cut to "
+        "the image's shape, padded only to a multiple of 32: a 4:3 photo runs at 640x480, a 16:9 one at 640x384 "
+        "(25%/40% less detector work, the same faces); square photos run as with model.",
+    )
 
 
 class ImageLimits(_Strict):

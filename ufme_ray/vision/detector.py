@@ -30,14 +30,18 @@ class DetectedFace:
         return float(self.box[3] - self.box[1])
 
 
-def letterbox(image_bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+def letterbox(image_bgr: np.ndarray, size: tuple[int, int], *, fit: bool = False) -> tuple[np.ndarray, float]:
     """Resize keeping the aspect ratio so the image fits `size` (w, h), top-left, zero padding.
 
+    With `fit`, the canvas is cut to the resized image, padded only up to a multiple of the largest
+    stride (every head's grid must divide it): the same scale, less padding to run the network on.
     Returns the padded image and the scale (network pixels per original pixel).
     """
     height, width = image_bgr.shape[:2]
     scale = min(size[0] / width, size[1] / height)
     new_w, new_h = max(int(round(width * scale)), 1), max(int(round(height * scale)), 1)
+    if fit:
+        size = (-(-new_w // STRIDES[-1]) * STRIDES[-1], -(-new_h // STRIDES[-1]) * STRIDES[-1])
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation)
     canvas = np.zeros((size[1], size[0], 3), dtype=np.uint8)
@@ -111,8 +115,10 @@ def _concat(boxes: list, kps: list, scores: list):
 class FaceDetector:
     """One detector model: `detect(image)` returns every face, largest first.
 
-    Both YuNet and SCRFD take a 640x640 letterboxed frame; they differ in colour order and
-    normalisation (from the manifest) and in how their heads decode.
+    Both YuNet and SCRFD take a letterboxed frame: 640x640, or with `detection.input_size: fit`
+    (and a session whose input size is not fixed, see `onnx_model.make_size_dynamic`) the same
+    scale cut to the image's shape. They differ in colour order and normalisation (from the
+    manifest) and in how their heads decode.
     """
 
     def __init__(self, spec: ModelSpec, session: ort.InferenceSession, settings: DetectionSettings, score_min: float):
@@ -124,6 +130,9 @@ class FaceDetector:
         self.score_min = score_min
         self._input_name = session.get_inputs()[0].name
         self._output_names = [output.name for output in session.get_outputs()]
+        shape = session.get_inputs()[0].shape
+        spatial = shape[2:4] if spec.preprocess.layout == "nchw" else shape[1:3]
+        self.fits_images = settings.input_size == "fit" and not any(isinstance(dim, int) for dim in spatial)
 
     @property
     def providers(self) -> dict[str, list[str]]:
@@ -133,8 +142,8 @@ class FaceDetector:
     def detect(self, image_bgr: np.ndarray, score_min: float | None = None) -> list[DetectedFace]:
         """Faces scoring at least `score_min` (default: the detector's own threshold)."""
         score_min = self.score_min if score_min is None else score_min
-        size = self.spec.preprocess.size
-        canvas, scale = letterbox(image_bgr, size)
+        canvas, scale = letterbox(image_bgr, self.spec.preprocess.size, fit=self.fits_images)
+        size = (canvas.shape[1], canvas.shape[0])
         raw = self.session.run(None, {self._input_name: to_tensor([canvas], self.spec.preprocess)})
         if self.spec.family == "yunet":
             boxes, kps, scores = decode_yunet(dict(zip(self._output_names, raw)), size, score_min)

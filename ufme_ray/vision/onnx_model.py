@@ -32,13 +32,15 @@ logger = logging.getLogger(__name__)
 
 
 def load_session(
-    model_dir: Path, spec: ModelSpec, runtime: RuntimeSettings, *, dynamic_batch: bool = False
+    model_dir: Path, spec: ModelSpec, runtime: RuntimeSettings, *, dynamic_batch: bool = False,
+    dynamic_size: bool = False,
 ) -> ort.InferenceSession:
     """An onnxruntime session for `spec`, its file found (and checksum-verified) in model_dir, on the
     providers its stage asks for that this onnxruntime has (CPU always last).
 
     dynamic_batch rewrites a graph exported with a fixed batch of 1 so that N crops run in one
-    call; see `make_batch_dynamic`. Raises the store's ModelMissingError, ModelCorruptError or
+    call; see `make_batch_dynamic`. dynamic_size lets a graph exported for one image size take any
+    (`make_size_dynamic`). Raises the store's ModelMissingError, ModelCorruptError or
     UnverifiableModelError (all `ufme_ray.models.errors.ModelsError`), or ModelLoadError.
     """
     path = resolve_model_path(model_dir, spec, verify=runtime.verify_checksums)
@@ -51,8 +53,10 @@ def load_session(
     providers = _session_providers(spec.name, asked)
     try:
         model: str | bytes = str(path)
-        if dynamic_batch:
-            model = make_batch_dynamic(onnx.load(str(path))).SerializeToString()
+        if dynamic_batch or dynamic_size:
+            graph = onnx.load(str(path))
+            graph = make_batch_dynamic(graph) if dynamic_batch else graph
+            model = (make_size_dynamic(graph, spec.preprocess.layout) if dynamic_size else graph).SerializeToString()
         session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
         raise ModelLoadError(f"cannot load model {spec.name} from {path}: {exc}") from exc
@@ -116,6 +120,25 @@ def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
         if shape.ndim == 1 and shape.size > 1 and shape[0] == 1:
             shape[0] = 0
             target.CopyFrom(numpy_helper.from_array(shape, target.name))
+    return model
+
+
+def make_size_dynamic(model: onnx.ModelProto, layout: str) -> onnx.ModelProto:
+    """Let a fully convolutional graph exported for one image size (YuNet 2023mar: 640x640) take any.
+
+    Its operators do not depend on the size (convolutions, pooling, Resize by scale, Reshape to
+    [1, -1, C]); only the declared shapes pin it. The input's height and width and every output
+    dim become symbolic, and the stale intermediate shapes go. Graphs already dynamic are unchanged.
+    """
+    spatial = (2, 3) if layout == "nchw" else (1, 2)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for index, name in zip(spatial, ("height", "width")):
+        dims[index].dim_param = name
+    for output in model.graph.output:
+        for index, dim in enumerate(output.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value"):
+                dim.dim_param = f"{output.name}_{index}"
+    del model.graph.value_info[:]
     return model
 
 

@@ -125,7 +125,8 @@ class ModelSpecs:
 
 
 def load_detector(settings: UfmeSettings, specs: ModelSpecs, thresholds: ResolvedThresholds) -> FaceDetector:
-    session = load_session(settings.model_dir, specs.detector, settings.runtime)
+    fit = settings.detection.input_size == "fit"
+    session = load_session(settings.model_dir, specs.detector, settings.runtime, dynamic_size=fit)
     return FaceDetector(specs.detector, session, settings.detection, thresholds.detection_min)
 
 

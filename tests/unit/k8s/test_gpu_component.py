@@ -81,6 +81,7 @@ def test_the_model_stages_share_a_gpu_and_ask_for_cuda(gpu_rendered, monkeypatch
 def test_nothing_else_of_the_serve_config_changes(gpu_rendered, rendered):
     gpu, cpu = serve_app(gpu_rendered), serve_app(rendered["production"])
     del gpu["args"]["settings"]["runtime"]["providers"]
+    assert gpu["args"]["settings"].pop("detection") == {"input_size": "model"}  # one input shape for CUDA
     for deployment in gpu["deployments"]:
         deployment["ray_actor_options"].pop("num_gpus", None)
     assert gpu == cpu

@@ -24,10 +24,15 @@ def pipeline(settings: UfmeSettings) -> Pipeline:
     return Pipeline.from_settings(settings)
 
 
-@pytest.fixture(scope="session", params=["yunet_2023mar", "scrfd_500m"])
+@pytest.fixture(scope="session", params=[("yunet_2023mar", "fit"), ("yunet_2023mar", "model"), ("scrfd_500m", "fit")],
+                ids=lambda param: "-".join(param))
 def detector(request, settings: UfmeSettings) -> FaceDetector:
-    spec = packaged_manifest().get(request.param, "detector")
-    return FaceDetector(spec, load_session(settings.model_dir, spec, settings.runtime), settings.detection, spec.default_threshold)
+    """Each detector at `detection.input_size` fit (as served by default), YuNet also at model."""
+    name, input_size = request.param
+    spec = packaged_manifest().get(name, "detector")
+    session = load_session(settings.model_dir, spec, settings.runtime, dynamic_size=input_size == "fit")
+    detection = settings.detection.model_copy(update={"input_size": input_size})
+    return FaceDetector(spec, session, detection, spec.default_threshold)
 
 
 def main_face(pipeline: Pipeline, path: Path):

@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ufme_ray.vision.detector import DetectedFace, letterbox, non_max_suppression
+from ufme_ray.config import DetectionSettings, ImageLimits
+from ufme_ray.models.manifest import packaged_manifest
+from ufme_ray.vision.detector import DetectedFace, FaceDetector, letterbox, non_max_suppression
 from ufme_ray.vision.image import read_image_file
-from ufme_ray.config import ImageLimits
+from ufme_ray.vision.onnx_model import load_session
 
 LIMITS = ImageLimits()
 
@@ -116,6 +118,59 @@ def test_letterbox_keeps_aspect_and_pads():
     canvas, scale = letterbox(np.full((100, 200, 3), 255, np.uint8), (640, 640))
     assert scale == pytest.approx(3.2)
     assert canvas[:320].min() == 255 and canvas[321:].max() == 0
+
+
+@pytest.mark.parametrize(("height", "width", "canvas_shape"), [(100, 200, (320, 640)), (188, 250, (512, 640)), (250, 250, (640, 640))])
+def test_letterbox_fit_cuts_the_canvas_to_the_image_at_the_same_scale(height, width, canvas_shape):
+    image = np.full((height, width, 3), 255, np.uint8)
+    fitted, scale = letterbox(image, (640, 640), fit=True)
+    full, full_scale = letterbox(image, (640, 640))
+    assert fitted.shape[:2] == canvas_shape and scale == full_scale
+    assert np.array_equal(fitted, full[: canvas_shape[0], : canvas_shape[1]])
+
+
+class RecordingSession:
+    """The session, noting the shape of every input it is fed."""
+
+    def __init__(self, session):
+        self.session, self.shapes = session, []
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def run(self, outputs, feeds):
+        self.shapes.append(next(iter(feeds.values())).shape)
+        return self.session.run(outputs, feeds)
+
+
+def yunet(settings, input_size: str, *, dynamic_size: bool) -> FaceDetector:
+    spec = packaged_manifest().get("yunet_2023mar")
+    session = RecordingSession(load_session(settings.model_dir, spec, settings.runtime, dynamic_size=dynamic_size))
+    return FaceDetector(spec, session, DetectionSettings(input_size=input_size), spec.default_threshold)
+
+
+def test_fit_runs_a_smaller_frame_and_finds_the_same_faces(settings, faces_dir: Path):
+    """A 4:3 crop of a photo: 640x480 instead of 640x640, the same faces. Faces away from the
+    bottom edge match to 1% of their width; one cut by it moves a little more (there the network
+    sees the frame's edge, not rows of zero padding)."""
+    photo = read_image_file(str(faces_dir / "deepface/_multi_face/selfie-many-people.jpg"), LIMITS).bgr
+    height, width = photo.shape[:2]
+    image = photo[:, : height * 4 // 3] if width * 3 > height * 4 else photo[: width * 3 // 4]
+    fit, model = yunet(settings, "fit", dynamic_size=True), yunet(settings, "model", dynamic_size=False)
+    fitted, letterboxed = fit.detect(image), model.detect(image)
+    assert fit.session.shapes == [(1, 3, 480, 640)] and model.session.shapes == [(1, 3, 640, 640)]
+    assert len(fitted) == len(letterboxed) >= 4
+    for a, b in zip(fitted, letterboxed):
+        inside = b.box[3] < image.shape[0] - 0.1 * b.height
+        tolerance = (0.01 if inside else 0.05) * b.width
+        assert np.allclose(a.box, b.box, atol=tolerance) and np.allclose(a.landmarks, b.landmarks, atol=tolerance)
+
+
+def test_a_detector_whose_input_is_fixed_runs_at_its_size_even_with_fit(settings, faces_dir: Path):
+    detector = yunet(settings, "fit", dynamic_size=False)
+    assert not detector.fits_images
+    assert len(detector.detect(np.full((480, 640, 3), 127, np.uint8))) == 0
+    assert detector.session.shapes == [(1, 3, 640, 640)]
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():

@@ -50,6 +50,19 @@ def test_idle_threads_spin_only_when_the_settings_say(settings, spin: bool, entr
     assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == entry
 
 
+def test_a_size_dynamic_graph_computes_what_the_fixed_one_does(settings):
+    """YuNet 2023mar is exported for 640x640; rewritten, it takes 640x480 and its 640x640 outputs are unchanged."""
+    fixed = load_session(settings.model_dir, YUNET, settings.runtime)
+    dynamic = load_session(settings.model_dir, YUNET, settings.runtime, dynamic_size=True)
+    assert fixed.get_inputs()[0].shape == [1, 3, 640, 640]
+    assert dynamic.get_inputs()[0].shape == [1, 3, "height", "width"]
+    frame = np.random.default_rng(3).integers(0, 256, (1, 3, 640, 640)).astype(np.float32)
+    for a, b in zip(fixed.run(None, {"input": frame}), dynamic.run(None, {"input": frame})):
+        assert np.array_equal(a, b)
+    cls_8 = dynamic.run(["cls_8"], {"input": frame[:, :, :480]})[0]
+    assert cls_8.shape == (1, (480 // 8) * (640 // 8), 1)
+
+
 def _reference_tensor(crops: list[np.ndarray], preprocess: Preprocess) -> np.ndarray:
     """The definition: float32 pixels in `colour` order, `(pixel - mean) / std`, in `layout`."""
     batch = np.stack(crops).astype(np.float32)
