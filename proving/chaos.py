@@ -515,7 +515,11 @@ class ChaosRun:
             return None
         return max(identified, enrolled) - since
 
-    def run(self, faults: list[Fault], *, warmup_s: float, settle_s: float, recovery_timeout_s: float = 300) -> None:
+    def run(self, faults: list[Fault], *, warmup_s: float, settle_s: float, recovery_timeout_s: float = 300,
+            warmup_subjects: int = 0, warmup_timeout_s: float = 120) -> None:
+        """Requests at `rate` from `workers` threads; after `warmup_s`, and once the ledger holds
+        `warmup_subjects` acknowledged or erased subjects (a slow machine takes longer to get there),
+        each fault in turn, its recovery timed, then `settle_s`; the final check comes after."""
         ticks = _Ticker(self.rate)
         threads = [threading.Thread(target=self._worker, args=(ticks,), daemon=True) for _ in range(self.workers)]
         self._bar = tqdm(desc="chaos requests", unit="req")
@@ -523,6 +527,9 @@ class ChaosRun:
             thread.start()
         try:
             time.sleep(warmup_s)
+            deadline = time.monotonic() + warmup_timeout_s
+            while self._decided() < warmup_subjects and time.monotonic() < deadline:
+                time.sleep(0.5)
             for fault in faults:
                 self.phase = fault.name
                 self._bar.set_postfix_str(f"fault: {fault.name}")
@@ -541,6 +548,10 @@ class ChaosRun:
                 thread.join()
             self._bar.close()
             self._bar = None
+
+    def _decided(self) -> int:
+        acknowledged, erased, _ = self.ledger.snapshot()
+        return len(acknowledged) + len(erased)
 
     # --- the end: nothing acknowledged lost, nothing erased back --------------------------------
 

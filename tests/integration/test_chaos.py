@@ -33,7 +33,7 @@ def test_short_chaos_round_loses_and_resurrects_nothing(service, faces_dir):
     pids_before = {a.name: a.pid for a in alive_actors(target.dashboard_url, target.ray_token)}
     try:
         run.run([KillShardActor(), KillServeReplica(), KillCompactionJob("swap")], warmup_s=8, settle_s=3,
-                recovery_timeout_s=180)
+                recovery_timeout_s=180, warmup_subjects=10)  # the final check covers at least ten
         run.settle_ambiguous(timeout_s=240)
         checked = run.verify()
     finally:

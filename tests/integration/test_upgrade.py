@@ -78,7 +78,7 @@ def test_upgrade_there_and_back_loses_nothing(service, faces_dir):
     try:
         run.run([Upgrade(start_new, old_fenced, deletion_delay_s=5, name="upgrade"),
                  Upgrade(restart_old, stop_new, deletion_delay_s=5, name="upgrade back")],
-                warmup_s=8, settle_s=3, recovery_timeout_s=180)
+                warmup_s=8, settle_s=3, recovery_timeout_s=180, warmup_subjects=10)  # the final check covers ten
         run.settle_ambiguous(timeout_s=240)
         checked = run.verify()
     finally:

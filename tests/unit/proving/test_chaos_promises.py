@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from proving.chaos import NODE_LOSS_PROMISE, REFUSED, Answer, ChaosRun, FaultResult, Promise, Target, Upgrade
 from ufme_ray.config import UfmeSettings
 
@@ -33,3 +36,26 @@ def test_a_node_loss_allows_an_unreachable_service_but_no_other_5xx_and_bounds_r
 
 def test_a_fault_without_a_promise_is_checked_by_the_ledger_alone():
     assert run_with(Promise(), [("enrol", "500"), ("identify", "500")], recovery_s=600.0).broken_promises() == []
+
+
+def test_the_warm_up_lasts_until_enough_subjects_are_decided():
+    """On a slow machine the warm-up's seconds may decide too few subjects for the final check to
+    mean anything; `warmup_subjects` waits for them before the first fault."""
+
+    def slow_run(warmup_subjects: int) -> ChaosRun:
+        target = Target(url="http://127.0.0.1:9", api_key="k", dashboard_url="http://127.0.0.1:9", ray_token=None,
+                        settings=UfmeSettings(), embedding_dim=128)
+        run = ChaosRun(target, [Path(f"{i}.jpg") for i in range(50)], rate=10.0, workers=1, mix={"enrol": 1.0})
+
+        def enrol():  # a service that acknowledges one enrolment every 0.1 s
+            time.sleep(0.1)
+            subject = run.ledger.new_subject(run.phase)
+            run.ledger.enrolled(subject, run.phase)
+            return subject
+
+        run.enrol = enrol
+        run.run([], warmup_s=0.05, settle_s=0, warmup_subjects=warmup_subjects, warmup_timeout_s=30)
+        return run
+
+    assert len(slow_run(8).ledger.snapshot()[0]) >= 8
+    assert len(slow_run(0).ledger.snapshot()[0]) < 8
