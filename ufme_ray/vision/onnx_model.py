@@ -55,8 +55,11 @@ def load_session(
         model: str | bytes = str(path)
         if dynamic_batch or dynamic_size:
             graph = onnx.load(str(path))
-            graph = make_batch_dynamic(graph) if dynamic_batch else graph
-            model = (make_size_dynamic(graph, spec.preprocess.layout) if dynamic_size else graph).SerializeToString()
+            if dynamic_batch:
+                make_batch_dynamic(graph)
+            if dynamic_size:
+                make_size_dynamic(graph, spec.preprocess.layout)
+            model = graph.SerializeToString()
         session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
         raise ModelLoadError(f"cannot load model {spec.name} from {path}: {exc}") from exc
