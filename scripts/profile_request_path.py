@@ -12,7 +12,8 @@ Photo by photo, one request at a time (concurrency 1), it times
      write-once object; here on a file:// store in a temporary folder);
   4. POST /api/v1/analyze (no search) and POST /api/v1/identify over HTTP;
   5. the CPU each process on this machine spends per identify, at concurrency 1 and at
-     --cpu-concurrency (the Gateway, each stage's replicas, the proxy, the shards, Ray's own).
+     --cpu-concurrency (each actor by its class, each stage's replicas by deployment, Ray's own
+     processes by program, from the cluster's temp folder and its dashboard).
 Prints p50 per step side by side, then the CPU table, and writes JSON (--out). Quiet machine only:
 record the load.
 """
@@ -54,6 +55,9 @@ from ufme_ray.gallery.storage import open_storage  # noqa: E402
 from ufme_ray.serving.shard_calls import ShardDirectory  # noqa: E402
 from ufme_ray.vision.pipeline import Pipeline, stage_crops  # noqa: E402
 from ufme_ray.vision.registry import ModelSpecs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # proving/, beside scripts/
+from proving.ray_processes import alive_actors  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import over_http as identify_load  # noqa: E402
@@ -135,41 +139,48 @@ def over_http(url: str, key: str, photos: list[bytes], clock: Clock) -> None:
                     raise SystemExit(f"{path} answered {response.status_code}: {response.text[:300]}")
 
 
-def process_role(process: psutil.Process) -> str:
-    """Who a process is in the service: a Serve replica by its deployment, an actor by its class,
-    Ray's daemons by name; "everything else" for the rest of the machine (this script included)."""
-    title = " ".join(process.cmdline()[:2])
-    if title.startswith("ray::ServeReplica:"):
-        return f"{title.split(':')[-1].split()[0]} replica"
-    if title.startswith("ray::"):
-        return title[5:].split(".")[0].split()[0]
-    for daemon in ("gcs_server", "raylet", "dashboard", "log_monitor", "runtime_env", "ray.util.client.server"):
-        if daemon in title:
-            return daemon
-    return "everything else"
+def process_roles(temp_dir: Path, dashboard_url: str, token: str) -> dict[int, str]:
+    """pid -> role of every process of the cluster whose Ray temp folder is `temp_dir`: an actor by
+    its class (a Serve replica by its deployment), any other of the cluster's processes (GCS,
+    raylet, dashboard, agents, idle workers) by its program."""
+    roles = {}
+    for process in cluster.cluster_processes(temp_dir):
+        arguments = process.cmdline() or [process.name()]
+        program = "python -c" if "-c" in arguments else Path(
+            next((a for a in arguments if not a.startswith("-") and "python" not in Path(a).name), arguments[0])).name
+        # The dashboard runs each of its modules as a process of its own.
+        roles[process.pid] = "Ray: dashboard modules" if program.startswith("ray-dashboard-") else f"Ray: {program}"
+    for actor in alive_actors(dashboard_url, token):
+        if actor.class_name.startswith("ServeReplica:"):
+            roles[actor.pid] = f"{actor.class_name.rsplit(':', 1)[-1]} replica"
+        else:
+            roles[actor.pid] = actor.class_name
+    return roles
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
+def cpu_seconds() -> dict[int, float]:
+    """pid -> user + system CPU seconds of every process on this machine."""
     seconds = {}
     for process in psutil.process_iter():
         try:
             times = process.cpu_times()
-            seconds[process.pid] = (process_role(process), times.user + times.system)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
+        seconds[process.pid] = times.user + times.system
     return seconds
 
 
-def cpu_per_identify(url: str, photos: list[bytes], concurrency: int, requests: int) -> dict:
+def cpu_per_identify(url: str, photos: list[bytes], concurrency: int, requests: int, roles: dict[int, str]) -> dict:
     """CPU ms per identify of each role, from every process's CPU time before and after `requests`
-    identifies at `concurrency` (a process that starts meanwhile counts from zero)."""
+    identifies at `concurrency`; what is not the cluster's (this script included) is "everything
+    else", and a process that starts meanwhile counts from zero."""
     before = cpu_seconds()
     result = identify_load(url, photos, concurrency, requests)
     if set(result["statuses"]) != {200}:
         raise SystemExit(f"identify answered {result['statuses']}")
     by_role: defaultdict[str, float] = defaultdict(float)
-    for pid, (role, seconds) in cpu_seconds().items():
-        by_role[role] += (seconds - before.get(pid, (role, 0.0))[1]) * 1000 / requests
+    for pid, seconds in cpu_seconds().items():
+        by_role[roles.get(pid, "everything else")] += (seconds - before.get(pid, 0.0)) * 1000 / requests
     return {"concurrency": concurrency, "images_per_s": result["images_per_s"],
             "cpu_ms_per_identify": dict(sorted(by_role.items(), key=lambda item: -item[1]))}
 
@@ -178,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--address", default="127.0.0.1:6379", help="the cluster's GCS address (a driver joins it)")
+    parser.add_argument("--dashboard", default="http://127.0.0.1:8265", help="the cluster's dashboard (its actors)")
+    parser.add_argument("--temp-dir", type=Path, default=cluster.cluster_temp_dir(), help="the cluster's Ray temp folder")
     parser.add_argument("--app", default="ufme")
     parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "faces" / "lfw")
     parser.add_argument("--count", type=int, default=60, help="photos (the first of each person)")
@@ -196,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     local = Clock()
     inputs = in_process(pipeline, specs, photos, local)
-    cluster.ensure_auth_token()
+    token = cluster.ensure_auth_token()
     ray.init(address=args.address, log_to_driver=False)
     served, shards = Clock(), settings.gallery.num_shards
     asyncio.run(through_serve(args.app, inputs[:1], pipeline.thresholds.detection_min, shards, Clock()))  # warm-up
@@ -206,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     http = Clock()
     over_http(args.url, os.environ.get("UFME_API_KEY") or find_api_key(), photos[:1], Clock())  # warm-up
     over_http(args.url, os.environ.get("UFME_API_KEY") or find_api_key(), photos, http)
-    cpu = [cpu_per_identify(args.url, photos, c, len(photos)) for c in (1, args.cpu_concurrency)]
+    roles = process_roles(args.temp_dir, args.dashboard, token)
+    cpu = [cpu_per_identify(args.url, photos, c, len(photos), roles) for c in (1, args.cpu_concurrency)]
     load_after = os.getloadavg()
 
     steps = ["decode", "detect", "crops", "quality", "liveness", "morph (none configured)", "embed",
@@ -221,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['step']:<28}" + "".join(f"{'-' if np.isnan(c) else f'{c:.1f}':>{w}}" for c, w in zip(cells, (12, 12, 10))))
     columns = "".join(f"{'c=' + str(run['concurrency']):>8}" for run in cpu)
     print(f"\n{'CPU ms per identify, by process (all of this machine)':<52}" + columns)
-    for role in cpu[-1]["cpu_ms_per_identify"]:
+    for role in [r for r, ms in cpu[-1]["cpu_ms_per_identify"].items() if ms >= 0.05]:  # the JSON has all
         print(f"{role:<52}" + "".join(f"{run['cpu_ms_per_identify'].get(role, 0.0):>8.1f}" for run in cpu))
     print(f"{'total':<52}" + "".join(f"{sum(run['cpu_ms_per_identify'].values()):>8.1f}" for run in cpu))
     print(f"{'images/s':<52}" + "".join(f"{run['images_per_s']:>8.1f}" for run in cpu))
