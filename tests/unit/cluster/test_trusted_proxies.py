@@ -82,7 +82,25 @@ def test_up_starts_the_head_with_the_settings_trusted_proxies(monkeypatch, tmp_p
         raise ClusterError("stop here")
 
     monkeypatch.setattr(cluster, "start_local_head", start)
-    settings = UfmeSettings.load(data_dir=tmp_path / "data", model_dir=tmp_path, network={"trusted_proxies": ["10.0.0.0/8"]})
+    settings = UfmeSettings.load(
+        data_dir=tmp_path / "data", model_dir=tmp_path, network={"trusted_proxies": ["10.0.0.0/8"], "ingress": "haproxy"}
+    )
     with pytest.raises(ClusterError):
         up(settings, head=LocalHead(temp_dir=tmp_path / "ray"), report=lambda line: None)
-    assert started["trusted_proxies"] == ["10.0.0.0/8"]
+    assert (started["trusted_proxies"], started["ingress"]) == (["10.0.0.0/8"], "haproxy")
+
+
+def test_ray_start_gets_the_ingress_of_the_settings(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cluster, "_check_port_free", lambda port, flag: None)
+    monkeypatch.setattr(cluster.serve_transport, "_haproxy_installed", lambda: True)
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: calls.append(kwargs["env"]) or subprocess.CompletedProcess(command, 0))
+    ports = {"gcs_port": 1, "dashboard_port": 2, "metrics_port": 3, "agent_port": 4}
+    start_local_head(num_cpus=1, **ports)
+    start_local_head(num_cpus=1, **ports, ingress="haproxy")
+    assert [env.get("RAY_SERVE_ENABLE_HA_PROXY") for env in calls] == [None, "1"]
+
+
+def test_an_unknown_ingress_is_refused():
+    with pytest.raises(ValidationError, match="ingress"):
+        NetworkSettings(ingress="nginx")
