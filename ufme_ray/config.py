@@ -416,7 +416,9 @@ class NetworkSettings(_Strict):
         "direct ingress: it forwards each request straight to a Gateway replica; needs the `haproxy` extra). "
         "HAProxy measured faster on 2 cores (README, \"Where an identify's time goes\") but adds no X-Forwarded-For: "
         "the Gateway sees HAProxy as the peer, so the audit `client` is HAProxy's address unless trusted_proxies "
-        "names it and a proxy that sets X-Forwarded-For stands in front. Every node of a cluster starts with the same.",
+        "names it and a proxy that sets X-Forwarded-For stands in front. HAProxy also binds 9101 (metrics) and 8404 (stats page) "
+        "on every interface; a second such cluster on a machine needs RAY_SERVE_HAPROXY_METRICS_PORT and "
+        "RAY_SERVE_HAPROXY_STATS_PORT of its own. Every node of a cluster starts with the same.",
     )
 
     @field_validator("trusted_proxies")
