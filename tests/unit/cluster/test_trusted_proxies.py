@@ -101,6 +101,8 @@ def test_ray_start_gets_the_ingress_of_the_settings(monkeypatch):
     assert [env.get("RAY_SERVE_ENABLE_HA_PROXY") for env in calls] == [None, "1"]
 
 
-def test_an_unknown_ingress_is_refused():
+def test_the_ingress_is_serve_proxy_unless_haproxy_is_asked_for_and_nothing_else_is_taken():
+    assert NetworkSettings().ingress == "serve-proxy"
+    assert NetworkSettings(ingress="haproxy").ingress == "haproxy"
     with pytest.raises(ValidationError, match="ingress"):
         NetworkSettings(ingress="nginx")
