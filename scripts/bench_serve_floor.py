@@ -171,6 +171,8 @@ def measure(url: str, route: str, photo: bytes, concurrency: int, requests: int)
                 bar.update()
         elapsed = time.perf_counter() - started
         service_cpu_s = (_busy_s(psutil.cpu_times()) - busy_before) - (sum(me.cpu_times()[:4]) - mine_before)
+    if statuses != {200: requests}:  # a floor from failed requests would be no floor
+        raise RuntimeError(f"/{route} at c={concurrency} answered {statuses}, not {requests} times 200")
     return {
         "route": route, "concurrency": concurrency, "requests": requests, "per_s": requests / elapsed,
         "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
