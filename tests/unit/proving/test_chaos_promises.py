@@ -59,3 +59,9 @@ def test_the_warm_up_lasts_until_enough_subjects_are_decided():
 
     assert len(slow_run(8).ledger.snapshot()[0]) >= 8
     assert len(slow_run(0).ledger.snapshot()[0]) < 8
+
+
+def test_the_final_check_counts_every_kind_even_when_none_of_it_is_left():
+    """A node-loss round in the full suite ended with all 23 subjects it had enrolled erased again;
+    the count of acknowledged subjects checked must then read 0, not be missing."""
+    assert run_with(Promise(), []).verify() == {"acknowledged": 0, "erased": 0, "galleries": 0}
