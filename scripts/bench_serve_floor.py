@@ -20,6 +20,8 @@ chain p50 + this p50; on 2 cores it cannot beat 2000 / (model CPU ms + this CPU 
 
     python scripts/bench_serve_floor.py [--ingress serve-proxy haproxy] [--requests 300]
 
+HAProxy needs its binary (`pip install -e '.[haproxy]'`); without it that run stops with the hint.
+
 Each ingress runs in a child process with a cluster of its own, one after the other; nothing else
 should run (write the load average beside the figures). JSON: --out.
 """
