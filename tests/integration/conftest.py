@@ -10,15 +10,14 @@ from __future__ import annotations
 import base64
 import copy
 import os
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 
 import httpx
 import pytest
 import ray
 
+from proving.local_head import bare_head
 from tests.conftest import REPO_ROOT
 from ufme_ray import cluster
 from ufme_ray.serving.auth import key_digest, new_key
@@ -79,26 +78,16 @@ class Service:
 
 
 @pytest.fixture(scope="session")
-def ray_session(tmp_path_factory):
+def ray_session():
     """A fresh local cluster (2 CPUs) with its own temp folder and ports, even beside `ufme-ray up`'s
-    or another test session's: started like `ufme-ray up` starts one (`ray start --head`, token
-    auth, no trusted proxy: `network.trusted_proxies` is empty by default), because ray.init cannot move the dashboard agent off its fixed port 52365 and a second
-    cluster on that port cannot run jobs ("No available agent")."""
-    gcs_port, dashboard_port, metrics_port, agent_port = (free_port() for _ in range(4))
-    temp_dir = Path(tempfile.mkdtemp(prefix="ufme-rt-", dir="/tmp"))
-    cluster.ensure_auth_token()
-    cluster.start_local_head(
-        num_cpus=2, gcs_port=gcs_port, dashboard_port=dashboard_port, metrics_port=metrics_port,
-        agent_port=agent_port, temp_dir=temp_dir,
-    )
-    try:
-        ray.init(address=f"127.0.0.1:{gcs_port}", namespace=NAMESPACE, log_to_driver=False)  # RAY_AUTH_MODE: tests/conftest.py
-        yield {"dashboard": f"http://127.0.0.1:{dashboard_port}", "metrics_port": metrics_port, "gcs_port": gcs_port,
-               "temp_dir": temp_dir}
-        ray.shutdown()
-    finally:
-        cluster.stop_local_ray(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    or another test session's (`proving.local_head`), this process its driver."""
+    with bare_head(num_cpus=2, prefix="ufme-rt-") as head:
+        ray.init(address=head.address, namespace=NAMESPACE, log_to_driver=False)  # RAY_AUTH_MODE: tests/conftest.py
+        try:
+            yield {"dashboard": head.dashboard_url, "metrics_port": head.metrics_port, "gcs_port": head.gcs_port,
+                   "temp_dir": head.temp_dir}
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture(scope="session")
